@@ -1,0 +1,164 @@
+"""Settings: defaults, then a TOML config file, then ``STACDROP_*`` environment variables.
+
+The config file is ``--config FILE``, else ``$STACDROP_CONFIG``, else ``./stacdrop.toml`` when present.
+Per-collection settings live in ``[collections.<id>]`` tables and fall back to ``[collection_defaults]``::
+
+    inbox = "./inbox"
+    [collections.esacci-lc]
+    key_template = "ESACCI-LC-L4-LCCS-Map-300m-P1Y-{year}-v2.0.7.tif"
+    resampling = "mode"
+    [collections.chelsa-clim]
+    key_template = "{id}.tif"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from stacdrop.errors import ConfigError
+
+RESAMPLINGS = ("nearest", "mode", "average", "bilinear", "cubic", "cubicspline", "lanczos", "rms", "gauss")
+
+
+class CollectionSettings(BaseModel):
+    """How the items of one collection are made."""
+
+    key_template: str | None = Field(
+        default=None, description="Template over the path inside the collection folder, e.g. '{variable}_{year}.tif'"
+    )
+    allow_key_only: bool = Field(default=False, description="Publish rasters that come without a sidecar")
+    resampling: Literal[RESAMPLINGS] = Field(  # type: ignore[valid-type]
+        default="average", description="Overview resampling: nearest or mode for categorical data"
+    )
+    target_crs: str | None = Field(default=None, description="Reproject to this CRS, e.g. EPSG:4326")
+    asset_key: str = "data"
+    duplicate_policy: Literal["replace", "skip", "error"] = "replace"
+    create_if_missing: bool = Field(default=False, description="Create the collection when an item needs it")
+    store_key: str = Field(default="{collection}/{filename}", description="Store key template for the COG")
+    properties: dict[str, Any] = Field(default_factory=dict, description="Default item properties")
+
+
+SECRET_FIELDS = ("stac_token", "aws_access_key_id", "aws_secret_access_key", "api_token")
+
+
+class Settings(BaseModel):
+    inbox: str = "./inbox"
+    store: str = "./data/cogs"
+    stac: str = "./data/stac"
+    broker: str = "sqlite:///data/queue.db"
+    ledger: str = "sqlite:///data/ledger.db"
+    public_url: str | None = Field(default=None, description="Asset href template, e.g. https://host/bucket/{key}")
+    sidecar_wait: float = Field(default=30.0, description="Seconds a raster waits for its sidecar")
+    settle_time: float = Field(default=1.0, description="Seconds a file's size and mtime must hold still")
+    rescan_interval: float = Field(default=300.0, description="Full inbox rescan period (safety net), 0 = off")
+    workers: int = Field(default=1, ge=1)
+    max_retries: int = Field(default=5, ge=0)
+    retry_base: float = Field(default=2.0, gt=0, description="First retry delay in seconds")
+    retry_max: float = Field(default=600.0, gt=0, description="Longest retry delay in seconds")
+    lease_seconds: float = Field(default=60.0, gt=1, description="Embedded bus: lease a worker renews while busy")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    stac_token: SecretStr | None = None
+    api_token: SecretStr | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_endpoint_url: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list, description="Hosts URL sources may be fetched from")
+    collection_defaults: CollectionSettings = Field(default_factory=CollectionSettings)
+    collections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def collection(self, collection_id: str) -> CollectionSettings:
+        """The effective settings of one collection: its own table over the defaults."""
+        override = self.collections.get(collection_id, {})
+        base = self.collection_defaults.model_dump(exclude_unset=True)
+        try:
+            return CollectionSettings(**{**base, **override})
+        except ValidationError as exc:
+            raise ConfigError(f"collections.{collection_id}: {exc}") from None
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets replaced by '***'."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            if data.get(name):
+                data[name] = "***"
+        for name in ("broker", "ledger", "stac", "store", "inbox"):
+            data[name] = mask_url(data[name])
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host``."""
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.split("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+ENV_PREFIX = "STACDROP_"
+_ALIASES = {  # the original system's names, and AWS's own
+    "ARBUTUS_OBJECT_ACCESS_ID": "aws_access_key_id",
+    "ARBUTUS_OBJECT_ACCESS_KEY": "aws_secret_access_key",
+    "AUTHORIZATION_TOKEN_STAC": "stac_token",
+    "AWS_ENDPOINT_URL": "aws_endpoint_url",
+}
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for alias, name in _ALIASES.items():
+        if environ.get(alias):
+            values[name] = environ[alias]
+    for name, field in Settings.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if name in ("collections", "collection_defaults"):
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not valid JSON: {exc.msg}") from None
+        elif name == "allowed_hosts":
+            values[name] = [h.strip() for h in raw.split(",") if h.strip()]
+        else:
+            values[name] = raw
+    return values
+
+
+def config_file(explicit: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if environ.get("STACDROP_CONFIG"):
+        return Path(environ["STACDROP_CONFIG"])
+    default = Path("stacdrop.toml")
+    return default if default.exists() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build the effective settings. Raises ConfigError naming the file and the bad field."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    file = config_file(path, environ)
+    if file is not None:
+        try:
+            values.update(tomllib.loads(file.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+    values.update(_from_env(environ))
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings ({file or 'environment'}): {exc}") from None
+    for collection_id in settings.collections:
+        settings.collection(collection_id)  # fail at start, not on the first file
+    return settings

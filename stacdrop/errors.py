@@ -1,0 +1,94 @@
+"""Error classes shared by every stage.
+
+The retry policy only needs to know one thing about an error: can trying again help?
+``TransientError`` says yes (network, 5xx, a busy broker), ``PermanentError`` says no (bad input).
+Every error carries an ``error_class``, a short stable name that operators filter dead letters by.
+Messages must name the file and the reason, and must never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class StacdropError(Exception):
+    """Base of every error stacdrop raises on purpose."""
+
+    error_class = "error"
+    transient = False
+
+    def __init__(self, message: str, *, error_class: str | None = None) -> None:
+        super().__init__(message)
+        if error_class is not None:
+            self.error_class = error_class
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class PermanentError(StacdropError):
+    """Trying again cannot help: the input, the sidecar or the settings are wrong."""
+
+    error_class = "permanent"
+    transient = False
+
+
+class TransientError(StacdropError):
+    """Trying again later may help: a network hiccup, a 5xx, a restarting server."""
+
+    error_class = "transient"
+    transient = True
+
+
+class InvalidRaster(PermanentError):
+    error_class = "invalid_raster"
+
+
+class InvalidSidecar(PermanentError):
+    error_class = "invalid_sidecar"
+
+
+class MissingSidecar(PermanentError):
+    error_class = "missing_sidecar"
+
+
+class InvalidItem(PermanentError):
+    error_class = "invalid_item"
+
+
+class UnknownCollection(PermanentError):
+    error_class = "unknown_collection"
+
+
+class DuplicateItem(PermanentError):
+    error_class = "duplicate_item"
+
+
+class SourceNotFound(PermanentError):
+    error_class = "source_not_found"
+
+
+class ConfigError(PermanentError):
+    error_class = "config"
+
+
+class StoreError(TransientError):
+    error_class = "store"
+
+
+class CatalogUnavailable(TransientError):
+    error_class = "catalog_unavailable"
+
+
+def classify(exc: BaseException) -> tuple[str, bool]:
+    """Return ``(error_class, transient)`` for any exception.
+
+    Unknown exceptions count as transient: a bug or an unforeseen outage is retried a few times and then
+    dead-lettered with its type name, which is safer than throwing the work away on the first try.
+    """
+    if isinstance(exc, StacdropError):
+        return exc.error_class, exc.transient
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return "network", True
+    if isinstance(exc, MemoryError):
+        return "resources", True
+    return type(exc).__name__, True

@@ -1,0 +1,167 @@
+"""Message contracts between the stages.
+
+Stages talk only through these messages on the bus:
+
+    watcher  --IngestRequest-->   queue "process"  --> processor
+    processor --RasterReady-->    queue "publish"  --> publisher
+    watcher  --CollectionUpdate--> queue "publish" --> publisher
+
+Every message travels in an ``Envelope`` that carries the job id, the delivery attempt count and the
+errors of earlier attempts, so a dead letter shows its whole history.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import IntEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+PROCESS_QUEUE = "process"
+PUBLISH_QUEUE = "publish"
+QUEUES = (PROCESS_QUEUE, PUBLISH_QUEUE)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Priority(IntEnum):
+    """Live drops overtake a backfill of thousands; the buses order by this."""
+
+    BACKFILL = 1
+    LIVE = 5
+
+
+class Source(BaseModel):
+    """Where a raster (or collection file) comes from."""
+
+    url: str = Field(description="Local absolute path, s3://bucket/key or http(s):// URL")
+    key: str = Field(description="Path relative to the inbox root, '/'-separated; key templates read it")
+    size: int | None = None
+    content_key: str = Field(description="sha256 of the bytes (local) or the ETag (S3): what dedup compares")
+
+
+class IngestRequest(BaseModel):
+    """A raster to convert and store. Emitted by the watcher or the HTTP API."""
+
+    kind: Literal["ingest"] = "ingest"
+    source: Source
+    collection: str = Field(description="Collection id from the inbox layout; the sidecar may override it")
+    sidecar_text: str | None = Field(default=None, description="Raw sidecar JSON, parsed by the processor")
+    sidecar_name: str | None = Field(default=None, description="Sidecar file name or URL, for error messages")
+    sidecar_sha256: str | None = None
+
+
+class BandMetadata(BaseModel):
+    data_type: str
+    nodata: float | int | str | None = None
+    scale: float | None = None
+    offset: float | None = None
+    unit: str | None = None
+    description: str | None = None
+    statistics: dict[str, float] | None = None
+    spatial_resolution: float | None = None
+
+
+class RasterMetadata(BaseModel):
+    """What the publisher needs to know about a stored COG, read once by the processor."""
+
+    width: int
+    height: int
+    count: int
+    crs_epsg: int | None = None
+    crs_wkt2: str | None = None
+    transform: list[float] = Field(description="Affine coefficients a, b, c, d, e, f")
+    bounds: list[float] = Field(description="left, bottom, right, top in the raster's CRS")
+    bands: list[BandMetadata]
+    tags: dict[str, str] = Field(default_factory=dict)
+    has_mask: bool = False
+
+
+class StoredObject(BaseModel):
+    """A COG in the store."""
+
+    href: str = Field(description="What the item's asset points at")
+    key: str = Field(description="Store key (path under the store root)")
+    size: int
+    sha256: str
+    media_type: str = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+class RasterReady(BaseModel):
+    """A stored COG with everything the publisher needs to derive its item."""
+
+    kind: Literal["raster"] = "raster"
+    source: Source
+    collection: str
+    sidecar: dict[str, Any] | None = Field(default=None, description="The normalised Sidecar (model_dump)")
+    sidecar_name: str | None = None
+    cog: StoredObject
+    raster: RasterMetadata
+    converted: bool = Field(default=True, description="False when the input already was a valid COG")
+
+
+class CollectionUpdate(BaseModel):
+    """A STAC Collection to create or update."""
+
+    kind: Literal["collection"] = "collection"
+    source: Source
+    collection: dict[str, Any]
+
+
+MessageBody = IngestRequest | RasterReady | CollectionUpdate
+_BODY_TYPES: dict[str, type[BaseModel]] = {
+    "ingest": IngestRequest,
+    "raster": RasterReady,
+    "collection": CollectionUpdate,
+}
+
+
+class AttemptRecord(BaseModel):
+    """One failed try at a message, kept on the envelope so a dead letter shows every attempt."""
+
+    stage: str
+    error_class: str
+    error: str
+    at: datetime = Field(default_factory=utcnow)
+    replayed: bool = False
+
+
+class Envelope(BaseModel):
+    """What the bus carries: one body plus delivery bookkeeping."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    job_id: str
+    body: dict[str, Any]
+    priority: int = Priority.LIVE
+    attempts: int = Field(default=0, description="Failed attempts so far in the current round")
+    history: list[AttemptRecord] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def wrap(cls, job_id: str, body: BaseModel, priority: int = Priority.LIVE) -> "Envelope":
+        return cls(job_id=job_id, body=body.model_dump(mode="json"), priority=int(priority))
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", ""))
+
+    def parsed(self) -> MessageBody:
+        """The typed body."""
+        return _BODY_TYPES[self.kind].model_validate(self.body)  # type: ignore[return-value]
+
+    @property
+    def collection(self) -> str | None:
+        if self.kind == "collection":
+            return self.body.get("collection", {}).get("id")
+        return self.body.get("collection")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> "Envelope":
+        return cls.model_validate_json(data)
