@@ -105,11 +105,15 @@ class RasterReady(BaseModel):
 
 
 class CollectionUpdate(BaseModel):
-    """A STAC Collection to create or update."""
+    """A STAC Collection (``collection.json`` from the inbox) to create or update.
+
+    The raw text travels so that a broken file ends as an error on its job, like any bad input.
+    """
 
     kind: Literal["collection"] = "collection"
     source: Source
-    collection: dict[str, Any]
+    collection: str = Field(description="Collection id from the inbox layout (the folder name)")
+    text: str
 
 
 MessageBody = IngestRequest | RasterReady | CollectionUpdate
@@ -155,8 +159,6 @@ class Envelope(BaseModel):
 
     @property
     def collection(self) -> str | None:
-        if self.kind == "collection":
-            return self.body.get("collection", {}).get("id")
         return self.body.get("collection")
 
     def to_bytes(self) -> bytes:
