@@ -1,0 +1,368 @@
+"""The embedded bus: durable queues in one SQLite file, no server needed.
+
+A delivery is a *lease*: the consumer claims a message until ``lease_until`` and a background thread
+renews the lease while the handler works, so a conversion may run for hours without the message being
+handed to a second worker. A consumer that dies (kill -9) stops renewing; its messages become
+deliverable again when the lease runs out, or at once when its process is known dead on this host.
+Retries are the same row with a later ``available_at``; dead letters live in their own table.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
+from stacdrop.messages import QUEUES, AttemptRecord, Envelope
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    available_at REAL NOT NULL,
+    retrying INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    envelope TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_next ON messages (queue, priority DESC, available_at, seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    error_class TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    collection TEXT,
+    dead_at REAL NOT NULL,
+    envelope TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, dead_at);
+"""
+
+
+def _path_from_url(url: str) -> Path:
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if url.startswith("sqlite://"):
+        return Path(url[len("sqlite://"):])
+    return Path(url)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SqliteBus(Bus):
+    def __init__(
+        self,
+        url: str,
+        *,
+        queues: Iterable[str] = QUEUES,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 0.05,
+        max_poll_interval: float = 0.5,
+    ) -> None:
+        self.path = _path_from_url(url)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.queues = tuple(queues)
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}:"
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._consumers: dict[str, int] = {}
+        self.setup()
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _tx(self):  # noqa: ANN202
+        return _Transaction(self._conn, self._lock)
+
+    def setup(self) -> None:
+        with self._lock:
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- publishing -----------------------------------------------------------------------------------
+    def publish(self, queue: str, envelope: Envelope) -> None:
+        self._check_queue(queue)
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO messages (id, queue, priority, available_at, envelope) VALUES (?,?,?,?,?)",
+                (envelope.id, queue, envelope.priority, time.time(), envelope.model_dump_json()),
+            )
+
+    def _check_queue(self, queue: str) -> None:
+        if queue not in self.queues:
+            raise ValueError(f"unknown queue {queue!r}; known: {', '.join(self.queues)}")
+
+    # -- consuming ------------------------------------------------------------------------------------
+    def consume(self, queue: str, handler: DeliveryHandler, stop: threading.Event, *, prefetch: int = 1) -> None:
+        """Claim and handle one message at a time (``prefetch`` is 1 here: leases need no buffering)."""
+        self._check_queue(queue)
+        owner = self.owner_prefix + uuid.uuid4().hex[:8]
+        self._consumers[queue] = self._consumers.get(queue, 0) + 1
+        idle = self.poll_interval
+        last_reap = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() - last_reap > 5.0:
+                    self._reap_dead_owners()
+                    last_reap = time.monotonic()
+                claimed = self._claim(queue, owner)
+                if claimed is None:
+                    stop.wait(idle)
+                    idle = min(self.max_poll_interval, idle * 1.5)
+                    continue
+                idle = self.poll_interval
+                delivery = SqliteDelivery(self, queue, claimed[0], owner, redelivered=claimed[1] > 1)
+                self._handle_with_lease(delivery, handler)
+        finally:
+            self._consumers[queue] -= 1
+
+    def _claim(self, queue: str, owner: str) -> tuple[Envelope, int] | None:
+        now = time.time()
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT seq, envelope, deliveries FROM messages WHERE queue = ? AND available_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY priority DESC, available_at, seq LIMIT 1",
+                (queue, now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            cur.execute(
+                "UPDATE messages SET lease_owner = ?, lease_until = ?, retrying = 0, deliveries = deliveries + 1 "
+                "WHERE seq = ?",
+                (owner, now + self.lease_seconds, row[0]),
+            )
+        return Envelope.model_validate_json(row[1]), row[2] + 1
+
+    def _handle_with_lease(self, delivery: "SqliteDelivery", handler: DeliveryHandler) -> None:
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                with self._tx() as cur:
+                    cur.execute(
+                        "UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                        (time.time() + self.lease_seconds, delivery.envelope.id, delivery.owner),
+                    )
+
+        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        renewer.start()
+        try:
+            handler(delivery)
+        finally:
+            done.set()
+            renewer.join()
+            if not delivery.settled:
+                delivery.release()
+
+    def _reap_dead_owners(self) -> None:
+        """Free the leases of consumers on this host whose process is gone (kill -9)."""
+        host = socket.gethostname() + ":"
+        with self._lock:
+            owners = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT DISTINCT lease_owner FROM messages WHERE lease_until >= ? AND lease_owner LIKE ?",
+                    (time.time(), host + "%"),
+                )
+            ]
+        dead = [o for o in owners if not _pid_alive(int(o.split(":")[1]))]
+        if dead:
+            with self._tx() as cur:
+                cur.executemany("UPDATE messages SET lease_until = NULL WHERE lease_owner = ?", [(o,) for o in dead])
+
+    # -- settling (called by SqliteDelivery) ----------------------------------------------------------
+    def _ack(self, d: "SqliteDelivery") -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (d.envelope.id, d.owner))
+
+    def _release(self, d: "SqliteDelivery") -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE messages SET lease_until = NULL WHERE id = ? AND lease_owner = ?", (d.envelope.id, d.owner)
+            )
+
+    def _retry(self, d: "SqliteDelivery", delay: float, error_class: str, error: str) -> None:
+        env = _with_failure(d.envelope, d.queue, error_class, error)
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE messages SET envelope = ?, available_at = ?, retrying = 1, lease_until = NULL "
+                "WHERE id = ? AND lease_owner = ?",
+                (env.model_dump_json(), time.time() + max(0.0, delay), env.id, d.owner),
+            )
+
+    def _dead_letter(self, d: "SqliteDelivery", error_class: str, error: str) -> None:
+        env = _with_failure(d.envelope, d.queue, error_class, error)
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, queue, error_class, error, attempts, collection, dead_at, "
+                "envelope) VALUES (?,?,?,?,?,?,?,?)",
+                (env.id, d.queue, error_class, error, env.attempts, env.collection, time.time(), env.model_dump_json()),
+            )
+            cur.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (env.id, d.owner))
+
+    # -- operating ------------------------------------------------------------------------------------
+    def stats(self) -> list[QueueStats]:
+        now = time.time()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT queue, "
+                "SUM(CASE WHEN available_at <= ? AND (lease_until IS NULL OR lease_until < ?) THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN lease_until >= ? THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN retrying = 1 AND available_at > ? THEN 1 ELSE 0 END) "
+                "FROM messages GROUP BY queue",
+                (now, now, now, now),
+            ).fetchall()
+            dead = dict(self._conn.execute("SELECT queue, COUNT(*) FROM dead_letters GROUP BY queue").fetchall())
+        by_queue = {r[0]: r for r in rows}
+        out = []
+        for q in self.queues:
+            r = by_queue.get(q, (q, 0, 0, 0))
+            out.append(
+                QueueStats(
+                    queue=q, ready=r[1] or 0, unacked=r[2] or 0, retrying=r[3] or 0, dead=dead.get(q, 0),
+                    consumers=self._consumers.get(q) or None,
+                )
+            )
+        return out
+
+    def dead_letters(self, where: DeadLetterFilter | None = None, limit: int | None = None) -> list[DeadLetter]:
+        where = where or DeadLetterFilter()
+        sql = "SELECT id, queue, error_class, error, attempts, dead_at, envelope FROM dead_letters WHERE 1=1"
+        args: list[object] = []
+        if where.ids:
+            sql += f" AND id IN ({','.join('?' * len(where.ids))})"
+            args += list(where.ids)
+        for column, value in (("queue", where.queue), ("error_class", where.error_class),
+                              ("collection", where.collection)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if where.since is not None:
+            sql += " AND dead_at >= ?"
+            args.append(where.since.timestamp())
+        sql += " ORDER BY dead_at, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [
+            DeadLetter(
+                id=r[0], queue=r[1], error_class=r[2], error=r[3], attempts=r[4],
+                dead_at=datetime.fromtimestamp(r[5], timezone.utc), envelope=Envelope.model_validate_json(r[6]),
+            )
+            for r in rows
+        ]
+
+    def replay(self, ids: Iterable[str]) -> list[str]:
+        moved = []
+        with self._tx() as cur:
+            for letter_id in ids:
+                row = cur.execute("SELECT queue, envelope FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
+                if row is None:
+                    continue
+                env = _for_replay(Envelope.model_validate_json(row[1]))
+                cur.execute("DELETE FROM messages WHERE id = ?", (env.id,))
+                cur.execute(
+                    "INSERT INTO messages (id, queue, priority, available_at, envelope) VALUES (?,?,?,?,?)",
+                    (env.id, row[0], env.priority, time.time(), env.model_dump_json()),
+                )
+                cur.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+                moved.append(letter_id)
+        return moved
+
+    def purge(self, ids: Iterable[str]) -> list[str]:
+        deleted = []
+        with self._tx() as cur:
+            for letter_id in ids:
+                if cur.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,)).rowcount:
+                    deleted.append(letter_id)
+        return deleted
+
+
+def _with_failure(env: Envelope, queue: str, error_class: str, error: str) -> Envelope:
+    history = [*env.history, AttemptRecord(stage=queue, error_class=error_class, error=error)]
+    return env.model_copy(update={"attempts": env.attempts + 1, "history": history})
+
+
+def _for_replay(env: Envelope) -> Envelope:
+    """Attempts start again from zero; the earlier attempts stay in the history, marked replayed."""
+    history = [h.model_copy(update={"replayed": True}) for h in env.history]
+    return env.model_copy(update={"attempts": 0, "history": history})
+
+
+class SqliteDelivery(Delivery):
+    def __init__(self, bus: SqliteBus, queue: str, envelope: Envelope, owner: str, redelivered: bool) -> None:
+        super().__init__(queue, envelope, redelivered)
+        self.bus = bus
+        self.owner = owner
+
+    def _settle(self) -> None:
+        if self.settled:
+            raise RuntimeError(f"message {self.envelope.id} settled twice")
+        self.settled = True
+
+    def ack(self) -> None:
+        self._settle()
+        self.bus._ack(self)
+
+    def retry(self, delay: float, error_class: str, error: str) -> None:
+        self._settle()
+        self.bus._retry(self, delay, error_class, error)
+
+    def dead_letter(self, error_class: str, error: str) -> None:
+        self._settle()
+        self.bus._dead_letter(self, error_class, error)
+
+    def release(self) -> None:
+        """Hand the message back unsettled (the handler raised or the worker is stopping)."""
+        self.settled = True
+        self.bus._release(self)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the bus lock: one writer at a time, across processes too."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.conn = conn
+        self.lock = lock
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self.lock.acquire()
+        self.cur = self.conn.cursor()
+        self.cur.execute("BEGIN IMMEDIATE")
+        return self.cur
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        try:
+            self.cur.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
+
+
+__all__ = ["SqliteBus", "SqliteDelivery"]
