@@ -1,0 +1,119 @@
+"""Intake: where every source enters, whatever found it (local inbox, S3 bucket, HTTP submission).
+
+It decides in one place whether a source is new work: the same source with the same content (raster
+bytes and sidecar) makes no second job; changed content makes a new job that updates the item. A job is
+written to the ledger before its message goes on the bus; a crash in between leaves the job "new", and
+``recover()`` puts it on the bus at the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import structlog
+
+from stacdrop.bus.base import Bus
+from stacdrop.ledger import NEW, QUEUED, Ledger
+from stacdrop.messages import (
+    PROCESS_QUEUE,
+    PUBLISH_QUEUE,
+    CollectionUpdate,
+    Envelope,
+    IngestRequest,
+    Source,
+)
+
+log = structlog.get_logger("stacdrop.intake")
+COLLECTION_PRIORITY = 9
+
+
+def sha256_text(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Intake:
+    def __init__(self, ledger: Ledger, bus: Bus) -> None:
+        self.ledger = ledger
+        self.bus = bus
+
+    def submit_raster(
+        self,
+        *,
+        source: Source,
+        collection: str,
+        sidecar_text: str | None,
+        sidecar_name: str | None,
+        origin: str,
+        priority: int,
+        params: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Create the job and enqueue it. None when this exact content was already submitted."""
+        sidecar_sha = sha256_text(sidecar_text)
+        body = IngestRequest(
+            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
+            sidecar_sha256=sidecar_sha,
+        )
+        return self._submit(
+            kind="raster", body=body, queue=PROCESS_QUEUE, content_key=f"{source.content_key}+{sidecar_sha or '-'}",
+            collection=collection, origin=origin, priority=priority, params=params,
+        )
+
+    def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None:
+        body = CollectionUpdate(source=source, collection=collection, text=text)
+        # Collections overtake items, so that items dropped together with their collection.json find it.
+        return self._submit(
+            kind="collection", body=body, queue=PUBLISH_QUEUE, content_key=sha256_text(text) or "",
+            collection=collection, origin=origin, priority=COLLECTION_PRIORITY, params=None,
+        )
+
+    def _submit(
+        self,
+        *,
+        kind: str,
+        body: IngestRequest | CollectionUpdate,
+        queue: str,
+        content_key: str,
+        collection: str,
+        origin: str,
+        priority: int,
+        params: dict[str, Any] | None,
+    ) -> str | None:
+        source = body.source
+        job, created = self.ledger.create_job(
+            kind=kind, source=source.url, source_key=source.key, content_key=content_key,
+            collection=collection, origin=origin, priority=priority, input_size=source.size,
+            params={**(params or {}), "queue": queue, "request": body.model_dump(mode="json")},
+        )
+        if not created and job.state != NEW:
+            log.debug("unchanged source, no new job", source=source.key, job_id=job.id)
+            return None
+        self._enqueue(job.id, queue, Envelope.wrap(job.id, body, priority))
+        log.info(f"{kind} job submitted", job_id=job.id, source=source.key, collection=collection, origin=origin)
+        return job.id
+
+    def _enqueue(self, job_id: str, queue: str, envelope: Envelope) -> None:
+        # A fixed message id per job and queue: a re-enqueue after a crash cannot make a second message.
+        envelope = envelope.model_copy(update={"id": f"{job_id}-{queue}"})
+        self.bus.publish(queue, envelope)
+        self.ledger.record(job_id, stage="watch", step="queued", status="queued", state=QUEUED,
+                           message=f"on the {queue} queue")
+
+    def recover(self) -> int:
+        """Enqueue the jobs that were created but never reached the bus (a crash in between)."""
+        count = 0
+        for job in self.ledger.unqueued_jobs():
+            queue = job.params["queue"]
+            body_type = IngestRequest if queue == PROCESS_QUEUE else CollectionUpdate
+            body = body_type.model_validate(job.params["request"])
+            log.warning("job never reached the bus; enqueueing it now", job_id=job.id, source=job.source_key)
+            self._enqueue(job.id, queue, Envelope.wrap(job.id, body, job.priority))
+            count += 1
+        return count
+
+    # Watchers remember a cheap stat fingerprint per key to skip hashing unchanged files.
+    def fingerprint(self, key: str) -> str | None:
+        return self.ledger.fingerprint(key)
+
+    def remember_fingerprint(self, key: str, fingerprint: str) -> None:
+        self.ledger.remember_fingerprint(key, fingerprint)

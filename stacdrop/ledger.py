@@ -1,0 +1,373 @@
+"""The job ledger: one job per source version, its stage history, attempts, errors and outputs.
+
+SQLAlchemy Core, so ``sqlite:///data/ledger.db`` (the default) and ``postgresql://...`` (shared by many
+hosts) both work. A job is created when a source (a raster with its sidecar, or a collection.json) is
+submitted; the same source with the same content makes no second job, changed content makes a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from stacdrop.messages import utcnow
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # raster | collection
+    sa.Column("source", sa.Text, nullable=False),  # URL or absolute path: the source's identity
+    sa.Column("source_key", sa.Text, nullable=False),  # inbox-relative key, for people and templates
+    sa.Column("content_key", sa.Text, nullable=False),
+    sa.Column("collection", sa.Text),
+    sa.Column("item_id", sa.Text),
+    sa.Column("origin", sa.String(16), nullable=False),  # inbox | s3 | http | replay
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("step", sa.String(32), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("error_class", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("input_sha256", sa.String(64)),
+    sa.Column("input_size", sa.BigInteger),
+    sa.Column("cog_href", sa.Text),
+    sa.Column("cog_key", sa.Text),
+    sa.Column("cog_sha256", sa.String(64)),
+    sa.Column("cog_size", sa.BigInteger),
+    sa.Column("params", sa.Text),  # JSON: what was submitted (sidecar name, original /newitem body, ...)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Index("jobs_source", "source", "content_key"),
+    sa.Index("jobs_state", "state", "updated_at"),
+    sa.Index("jobs_created", "created_at"),
+)
+
+events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(32), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("step", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("error_class", sa.Text),
+    sa.Column("message", sa.Text),
+)
+
+fingerprints = sa.Table(
+    "source_fingerprints",
+    metadata,
+    # Binary ("C") ordering so that a reconciler can merge-join a sorted S3 listing against it.
+    sa.Column("key", sa.Text().with_variant(sa.Text(collation="C"), "postgresql"), primary_key=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Job states. "new" means created but not yet on the bus (a crash there is healed at start-up).
+NEW, QUEUED, PROCESSING, PUBLISHING, RETRYING, PUBLISHED, FAILED, SKIPPED, UNPUBLISHED = (
+    "new", "queued", "processing", "publishing", "retrying", "published", "failed", "skipped", "unpublished",
+)
+FINAL_STATES = (PUBLISHED, FAILED, SKIPPED, UNPUBLISHED)
+
+# Our steps, and the original system's status step each one maps onto (GET /status compatibility).
+ORIGINAL_STEPS = {
+    "queued": "**pending**",
+    "collection": "GETCOLLECTION",
+    "fetch": "GETITEMFILE",
+    "validate": "GETITEMFILE",
+    "convert": "TRANF_COG",
+    "store": "UPLOAD_COG_TO_SERVER",
+    "metadata": "CREATEPYSTACITEM",
+    "derive": "CREATEPYSTACITEM",
+    "publish": "CREATEPYSTACITEM",
+    "cleanup": "DELETEITEMFILE",
+    "finished": "PROCESS FINISHED",
+}
+
+
+@dataclass
+class Event:
+    at: datetime
+    stage: str
+    step: str
+    status: str
+    attempt: int | None
+    error_class: str | None
+    message: str | None
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    source: str
+    source_key: str
+    content_key: str
+    collection: str | None
+    item_id: str | None
+    origin: str
+    priority: int
+    state: str
+    stage: str
+    step: str
+    attempts: int
+    error_class: str | None
+    error: str | None
+    input_sha256: str | None
+    input_size: int | None
+    cog_href: str | None
+    cog_key: str | None
+    cog_sha256: str | None
+    cog_size: int | None
+    params: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def original_step(self) -> str:
+        return ORIGINAL_STEPS.get(self.step, self.step)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "events"}
+        for key in ("created_at", "updated_at", "finished_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        data["events"] = [
+            {**e.__dict__, "at": e.at.isoformat()} for e in self.events
+        ]
+        return data
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # SQLite forgets the zone; we only ever store UTC
+    return value
+
+
+def _job_from_row(row: Any) -> Job:
+    data = dict(row._mapping)
+    data["params"] = json.loads(data["params"] or "{}")
+    for key in ("created_at", "updated_at", "finished_at"):
+        data[key] = _aware(data[key])
+    return Job(**data)
+
+
+JOB_UPDATABLE = {
+    "collection", "item_id", "state", "stage", "step", "attempts", "error_class", "error", "input_sha256",
+    "input_size", "cog_href", "cog_key", "cog_sha256", "cog_size", "finished_at",
+}
+
+
+class Ledger:
+    def __init__(self, url: str) -> None:
+        self.url = normalise_db_url(url)
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            db_path = self.url.split(":///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        self.engine: Engine = sa.create_engine(self.url, future=True, pool_pre_ping=True, **kwargs)
+        if self.url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._create_lock = threading.Lock()
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs -----------------------------------------------------------------------------------------
+    def create_job(
+        self,
+        *,
+        kind: str,
+        source: str,
+        source_key: str,
+        content_key: str,
+        collection: str | None,
+        origin: str,
+        priority: int,
+        params: dict[str, Any] | None = None,
+        input_size: int | None = None,
+    ) -> tuple[Job, bool]:
+        """Return ``(job, created)``. The same source and content returns the existing job unless it failed:
+        dropping a failed file again is how a user asks for another try."""
+        now = utcnow()
+        with self._create_lock, self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.source == source, jobs.c.content_key == content_key)
+                .order_by(jobs.c.created_at.desc()).limit(1)
+            ).first()
+            if row is not None and row.state != FAILED:
+                return _job_from_row(row), False
+            job_id = uuid.uuid4().hex
+            conn.execute(
+                jobs.insert().values(
+                    id=job_id, kind=kind, source=source, source_key=source_key, content_key=content_key,
+                    collection=collection, origin=origin, priority=priority, state=NEW, stage="watch",
+                    step="queued", attempts=0, params=json.dumps(params or {}), input_size=input_size,
+                    created_at=now, updated_at=now,
+                )
+            )
+            conn.execute(events.insert().values(job_id=job_id, at=now, stage="watch", step="queued",
+                                                status="created", message=f"{kind} {source_key} from {origin}"))
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
+
+    def get(self, job_id: str, *, with_events: bool = False) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            job = _job_from_row(row)
+            if with_events:
+                job.events = [
+                    Event(at=_aware(e.at), stage=e.stage, step=e.step, status=e.status, attempt=e.attempt,  # type: ignore[arg-type]
+                          error_class=e.error_class, message=e.message)
+                    for e in conn.execute(
+                        sa.select(events).where(events.c.job_id == job_id).order_by(events.c.id)
+                    )
+                ]
+        return job
+
+    def record(
+        self,
+        job_id: str,
+        *,
+        stage: str,
+        step: str,
+        status: str,
+        message: str | None = None,
+        error_class: str | None = None,
+        attempt: int | None = None,
+        **fields: Any,
+    ) -> None:
+        """Append an event to the job's history and update the job's current fields in one transaction."""
+        unknown = set(fields) - JOB_UPDATABLE
+        if unknown:
+            raise ValueError(f"not job fields: {sorted(unknown)}")
+        now = utcnow()
+        values = {"stage": stage, "step": step, "updated_at": now, **fields}
+        if "state" in fields and fields["state"] in FINAL_STATES and "finished_at" not in fields:
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            conn.execute(
+                events.insert().values(job_id=job_id, at=now, stage=stage, step=step, status=status,
+                                       attempt=attempt, error_class=error_class, message=message)
+            )
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        stage: str | None = None,
+        collection: str | None = None,
+        error_class: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first. ``before`` is a cursor: the (created_at, id) of the last job of the previous page."""
+        query = sa.select(jobs)
+        for column, value in (("state", state), ("stage", stage), ("collection", collection),
+                              ("error_class", error_class)):
+            if value is not None:
+                query = query.where(jobs.c[column] == value)
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        if before is not None:
+            at, last_id = before
+            query = query.where(
+                sa.or_(jobs.c.created_at < at, sa.and_(jobs.c.created_at == at, jobs.c.id < last_id))
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_job_from_row(r) for r in conn.execute(query)]
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state))
+            return {r[0]: r[1] for r in rows}
+
+    def unqueued_jobs(self) -> list[Job]:
+        """Jobs created but never put on the bus (the process died in between)."""
+        return self.list_jobs(state=NEW, limit=100000)
+
+    def newer_published(self, job: Job) -> Job | None:
+        """A later version of the same source that is already published: ``job`` must not overwrite it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(
+                    jobs.c.source == job.source, jobs.c.id != job.id, jobs.c.state == PUBLISHED,
+                    jobs.c.created_at > job.created_at,
+                ).limit(1)
+            ).first()
+        return _job_from_row(row) if row else None
+
+    # -- source fingerprints (cheap change detection for watchers) ------------------------------------
+    def fingerprint(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(fingerprints.c.fingerprint).where(fingerprints.c.key == key)).scalar()
+
+    def remember_fingerprint(self, key: str, fingerprint: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                fingerprints.update().where(fingerprints.c.key == key).values(fingerprint=fingerprint, updated_at=now)
+            ).rowcount
+            if not updated:
+                conn.execute(fingerprints.insert().values(key=key, fingerprint=fingerprint, updated_at=now))
+
+    def iter_fingerprints(self, prefix: str = "", batch: int = 5000):  # noqa: ANN201
+        """``(key, fingerprint)`` in binary key order, streamed in batches (bounded memory)."""
+        last = None
+        while True:
+            query = sa.select(fingerprints.c.key, fingerprints.c.fingerprint)
+            if prefix:
+                query = query.where(fingerprints.c.key >= prefix, fingerprints.c.key < prefix + "\U0010ffff")
+            if last is not None:
+                query = query.where(fingerprints.c.key > last)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(fingerprints.c.key).limit(batch)).fetchall()
+            if not rows:
+                return
+            yield from ((r[0], r[1]) for r in rows)
+            last = rows[-1][0]
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept plain paths and postgresql:// URLs (psycopg 3 is the driver)."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
