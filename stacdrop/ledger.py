@@ -265,6 +265,10 @@ class Ledger:
             raise ValueError(f"not job fields: {sorted(unknown)}")
         now = utcnow()
         values = {"stage": stage, "step": step, "updated_at": now, **fields}
+        if error_class is not None:
+            values["error_class"] = error_class
+        elif status == "succeeded":
+            values.update(error_class=None, error=None)
         if "state" in fields and fields["state"] in FINAL_STATES and "finished_at" not in fields:
             values["finished_at"] = now
         with self.engine.begin() as conn:

@@ -1,0 +1,146 @@
+"""The stage runtime: runs a plain stage handler on every delivery of one queue.
+
+For each delivery it (1) skips work the job has already done (a redelivery after a crash), (2) records
+the attempt on the job, (3) calls the handler, (4) on success publishes the handler's next messages,
+records the outcome, and only then acks, so an outcome is durable before its message is forgotten;
+(5) on failure asks the RetryPolicy: a transient error is retried later with backoff, a permanent one
+or the last retry goes to the dead letters, and the job says why.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from stacdrop.bus.base import Bus, Delivery
+from stacdrop.errors import classify
+from stacdrop.ledger import FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger
+from stacdrop.messages import Envelope
+from stacdrop.retry import RetryPolicy
+
+log = structlog.get_logger("stacdrop.runtime")
+
+
+@dataclass
+class StageOutcome:
+    """What a handler returns on success."""
+
+    state: str
+    step: str
+    message: str
+    outputs: list[tuple[str, Envelope]] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class StepRecorder:
+    """Handed to a handler so that the job shows which step it is in (fetch, convert, store, ...)."""
+
+    def __init__(self, ledger: Ledger, job_id: str, stage: str, attempt: int) -> None:
+        self.ledger = ledger
+        self.job_id = job_id
+        self.stage = stage
+        self.attempt = attempt
+        self.current = "start"
+
+    def __call__(self, step: str, message: str | None = None) -> None:
+        self.current = step
+        self.ledger.record(self.job_id, stage=self.stage, step=step, status="running", attempt=self.attempt,
+                           message=message)
+
+
+StageHandler = Callable[[Envelope, Job, StepRecorder], StageOutcome]
+
+# Job states from which a stage's work counts as done: a redelivered message is acked without work.
+DONE_STATES = {
+    "process": {PUBLISHING, PUBLISHED, SKIPPED, UNPUBLISHED},
+    "publish": {PUBLISHED, SKIPPED, UNPUBLISHED},
+}
+RUNNING_STATE = {"process": "processing", "publish": PUBLISHING}
+
+
+class StageRunner:
+    def __init__(
+        self, stage: str, handler: StageHandler, *, bus: Bus, ledger: Ledger, policy: RetryPolicy
+    ) -> None:
+        self.stage = stage
+        self.queue = stage
+        self.handler = handler
+        self.bus = bus
+        self.ledger = ledger
+        self.policy = policy
+
+    def run(self, stop: threading.Event, prefetch: int = 1) -> None:
+        log.info("consuming", stage=self.stage, queue=self.queue)
+        self.bus.consume(self.queue, self.on_delivery, stop, prefetch=prefetch)
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        env = delivery.envelope
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(job_id=env.job_id, stage=self.stage,
+                                               source=env.body.get("source", {}).get("key"))
+        try:
+            self._handle(delivery, env)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    def _handle(self, delivery: Delivery, env: Envelope) -> None:
+        job = self.ledger.get(env.job_id)
+        if job is None:
+            delivery.dead_letter("unknown_job", f"job {env.job_id} is not in the ledger")
+            return
+        if job.state in DONE_STATES[self.stage]:
+            log.info("already done; acking the redelivered message", state=job.state)
+            delivery.ack()
+            return
+        attempt = env.attempts + 1
+        steps = StepRecorder(self.ledger, job.id, self.stage, attempt)
+        self.ledger.record(job.id, stage=self.stage, step="start", status="started", attempt=attempt,
+                           state=RUNNING_STATE[self.stage], attempts=job.attempts + 1,
+                           message="redelivered" if delivery.redelivered else None)
+        try:
+            outcome = self.handler(env, job, steps)
+            for queue, out in outcome.outputs:
+                self.bus.publish(queue, out)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            self._fail(delivery, job, steps, exc, attempt)
+            return
+        self.ledger.record(job.id, stage=self.stage, step=outcome.step, status="succeeded", attempt=attempt,
+                           state=outcome.state, message=outcome.message,
+                           **outcome.fields)
+        delivery.ack()
+        log.info(outcome.message, state=outcome.state)
+
+    def _fail(self, delivery: Delivery, job: Job, steps: StepRecorder, exc: Exception, attempt: int) -> None:
+        error_class, transient = classify(exc)
+        text = str(exc) or type(exc).__name__
+        if not hasattr(exc, "error_class"):
+            # An unexpected exception: keep the type and the innermost frame so the operator can act.
+            frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
+            text = f"{type(exc).__name__}: {text}{where}"
+        if self.policy.should_retry(attempt, transient):
+            delay = self.policy.delay(attempt)
+            log.warning("attempt failed; will retry", error_class=error_class, error=text, step=steps.current,
+                        attempt=attempt, retry_in=round(delay, 1))
+            self._record_failure(job, steps, attempt, RETRYING, "retrying", error_class,
+                                 f"{text} (retry {attempt} of {self.policy.max_retries} in {delay:.0f}s)")
+            delivery.retry(delay, error_class, text)
+        else:
+            why = "permanent error" if not transient else f"gave up after {attempt} attempts"
+            log.error("job failed; message dead-lettered", error_class=error_class, error=text,
+                      step=steps.current, attempt=attempt, reason=why)
+            self._record_failure(job, steps, attempt, FAILED, "failed", error_class, text)
+            delivery.dead_letter(error_class, text)
+
+    def _record_failure(self, job: Job, steps: StepRecorder, attempt: int, state: str, status: str,
+                        error_class: str, text: str) -> None:
+        try:
+            self.ledger.record(job.id, stage=self.stage, step=steps.current, status=status, attempt=attempt,
+                               state=state, error_class=error_class, error=text, message=text)
+        except Exception:  # noqa: BLE001 - the bus outcome must still happen; the ledger is down
+            log.exception("could not record the failure in the ledger")
