@@ -1,0 +1,332 @@
+"""The ``stacdrop`` command: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+
+from stacdrop.config import Settings, load_settings
+from stacdrop.errors import StacdropError
+from stacdrop.logs import configure_logging
+
+
+class Context:
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config)
+            except StacdropError as exc:
+                raise click.ClickException(str(exc)) from None
+            configure_logging(self._settings.log_format, self._settings.log_level)
+        return self._settings
+
+    def bus(self):  # noqa: ANN201
+        from stacdrop.daemon import open_bus_for  # noqa: PLC0415
+
+        return open_bus_for(self.settings)
+
+    def ledger(self):  # noqa: ANN201
+        from stacdrop.ledger import Ledger  # noqa: PLC0415
+
+        return Ledger(self.settings.ledger)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="STACDROP_CONFIG",
+              help="TOML config file (default ./stacdrop.toml when present).")
+@click.version_option(package_name="stacdrop")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """stacdrop: rasters dropped into an inbox become COGs and STAC items."""
+    ctx.obj = Context(config)
+
+
+# -- daemons ------------------------------------------------------------------------------------------
+def _run(ctx: Context, roles: tuple[str, ...], workers: int | None) -> None:
+    from stacdrop.daemon import Daemon  # noqa: PLC0415
+
+    daemon = Daemon(ctx.settings, roles=roles, workers=workers or ctx.settings.workers)
+    daemon.install_signal_handlers()
+    daemon.start()
+    daemon.wait()
+
+
+@main.command()
+@click.option("--workers", type=int, default=None, help="Processor processes (default: settings.workers).")
+@pass_ctx
+def run(ctx: Context, workers: int | None) -> None:
+    """Run watcher, processor and publisher in one process."""
+    _run(ctx, ("watch", "process", "publish"), workers)
+
+
+@main.command()
+@pass_ctx
+def watch(ctx: Context) -> None:
+    """Run only the watcher: find sources and emit ingest jobs."""
+    _run(ctx, ("watch",), 1)
+
+
+@main.command()
+@click.option("--workers", type=int, default=None, help="Processor processes.")
+@pass_ctx
+def process(ctx: Context, workers: int | None) -> None:
+    """Run only the processor: convert to COG and store."""
+    _run(ctx, ("process",), workers)
+
+
+@main.command()
+@pass_ctx
+def publish(ctx: Context) -> None:
+    """Run only the publisher: derive items and push them to the STAC sink."""
+    _run(ctx, ("publish",), 1)
+
+
+# -- settings and explain -----------------------------------------------------------------------------
+@main.command("config")
+@pass_ctx
+def show_config(ctx: Context) -> None:
+    """Print the effective settings, secrets masked."""
+    click.echo(json.dumps(ctx.settings.masked(), indent=2))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the item only, as JSON.")
+@pass_ctx
+def explain(ctx: Context, path: str, as_json: bool) -> None:
+    """Print the item PATH would get and which rule produced each field; processes nothing."""
+    from stacdrop.explain import explain_file  # noqa: PLC0415
+
+    try:
+        derived = explain_file(path, ctx.settings)
+    except StacdropError as exc:
+        raise click.ClickException(f"{exc} [{exc.error_class}]") from None
+    if as_json:
+        click.echo(json.dumps(derived.item, indent=2))
+        return
+    click.echo(json.dumps(derived.item, indent=2))
+    click.echo("\nfield provenance:")
+    for field, rule in sorted(derived.provenance.items()):
+        click.echo(f"  {field:<32} {rule}")
+
+
+# -- jobs -----------------------------------------------------------------------------------------------
+def _parse_since(value: str | None) -> datetime | None:
+    """``2026-11-27``, an ISO datetime, or a duration like ``30m``, ``2h``, ``7d``."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> str:
+    cells = [headers] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+@main.command()
+@click.option("--state", help="new, queued, processing, publishing, retrying, published, failed, skipped")
+@click.option("--stage")
+@click.option("--collection")
+@click.option("--error-class")
+@click.option("--since", help="ISO date/time or a duration such as 2h")
+@click.option("--limit", type=int, default=50)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def jobs(ctx: Context, state: str | None, stage: str | None, collection: str | None, error_class: str | None,
+         since: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    found = ctx.ledger().list_jobs(state=state, stage=stage, collection=collection, error_class=error_class,
+                                   since=_parse_since(since), limit=limit)
+    if as_json:
+        click.echo(json.dumps([j.as_dict() for j in found], indent=2))
+        return
+    rows = [[j.id, j.state, j.stage, j.step, j.collection, j.item_id, j.source_key,
+             (j.error or "")[:80]] for j in found]
+    click.echo(_table(rows, ["JOB", "STATE", "STAGE", "STEP", "COLLECTION", "ITEM", "SOURCE", "ERROR"]))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def job(ctx: Context, job_id: str, as_json: bool) -> None:
+    """Show one job with its full stage history."""
+    found = ctx.ledger().get(job_id, with_events=True)
+    if found is None:
+        raise click.ClickException(f"no job {job_id}")
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2))
+        return
+    data = found.as_dict()
+    events = data.pop("events")
+    for key, value in data.items():
+        if value not in (None, {}, ""):
+            click.echo(f"{key:<14} {value}")
+    click.echo(f"{'status step':<14} {found.original_step}")
+    click.echo("\nhistory:")
+    rows = [[e["at"][:23], e["stage"], e["step"], e["status"], e["attempt"], e["error_class"], e["message"]]
+            for e in events]
+    click.echo(_table(rows, ["AT", "STAGE", "STEP", "STATUS", "TRY", "ERROR CLASS", "MESSAGE"]))
+
+
+# -- queues and dead letters ----------------------------------------------------------------------------
+@main.command()
+@click.option("--watch", "watch_", is_flag=True, help="Refresh every --interval seconds.")
+@click.option("--interval", type=float, default=2.0)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def queues(ctx: Context, watch_: bool, interval: float, as_json: bool) -> None:
+    """Per stage: ready, unacked, consumers, retrying and dead-lettered counts, and rates."""
+    bus = ctx.bus()
+    try:
+        while True:
+            stats = bus.stats()
+            if as_json:
+                click.echo(json.dumps([s.__dict__ for s in stats]))
+            else:
+                rows = [[s.queue, s.ready, s.unacked, "?" if s.consumers is None else s.consumers, s.retrying,
+                         s.dead, "-" if s.publish_rate is None else f"{s.publish_rate:.1f}/s",
+                         "-" if s.ack_rate is None else f"{s.ack_rate:.1f}/s"] for s in stats]
+                if watch_:
+                    click.clear()
+                    click.echo(time.strftime("%Y-%m-%d %H:%M:%S"))
+                click.echo(_table(rows, ["QUEUE", "READY", "UNACKED", "CONSUMERS", "RETRYING", "DEAD", "IN", "DONE"]))
+            if not watch_:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bus.close()
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list, show, replay, purge."""
+
+
+def _dlq_filter(ids: tuple[str, ...], stage: str | None, error_class: str | None, collection: str | None,
+                since: str | None):  # noqa: ANN202
+    from stacdrop.bus.base import DeadLetterFilter  # noqa: PLC0415
+
+    return DeadLetterFilter(queue=stage, error_class=error_class, collection=collection,
+                            since=_parse_since(since), ids=list(ids))
+
+
+def _filter_options(func):  # noqa: ANN001, ANN202
+    for option in reversed([
+        click.option("--stage", help="process or publish"),
+        click.option("--error-class"),
+        click.option("--collection"),
+        click.option("--since", help="ISO date/time or a duration such as 2h"),
+    ]):
+        func = option(func)
+    return func
+
+
+@dlq.command("list")
+@_filter_options
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def dlq_list(ctx: Context, stage: str | None, error_class: str | None, collection: str | None, since: str | None,
+             as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    with ctx.bus() as bus:
+        letters = bus.dead_letters(_dlq_filter((), stage, error_class, collection, since))
+    if as_json:
+        click.echo(json.dumps([_letter_dict(d) for d in letters], indent=2))
+        return
+    rows = [[d.id, d.queue, d.envelope.job_id, d.collection, d.error_class, d.attempts,
+             d.dead_at.isoformat()[:19], d.error[:90]] for d in letters]
+    click.echo(_table(rows, ["ID", "STAGE", "JOB", "COLLECTION", "ERROR CLASS", "TRIES", "DEAD AT", "ERROR"]))
+
+
+def _letter_dict(d) -> dict[str, Any]:  # noqa: ANN001
+    return {"id": d.id, "stage": d.queue, "job_id": d.envelope.job_id, "collection": d.collection,
+            "error_class": d.error_class, "error": d.error, "attempts": d.attempts, "dead_at": d.dead_at.isoformat(),
+            "history": [h.model_dump(mode="json") for h in d.envelope.history],
+            "message": d.envelope.model_dump(mode="json")}
+
+
+@dlq.command("show")
+@click.argument("letter_id")
+@pass_ctx
+def dlq_show(ctx: Context, letter_id: str) -> None:
+    """The error, every attempt, and the original message."""
+    with ctx.bus() as bus:
+        letter = bus.get_dead_letter(letter_id)
+    if letter is None:
+        raise click.ClickException(f"no dead letter {letter_id}")
+    click.echo(json.dumps(_letter_dict(letter), indent=2))
+
+
+@dlq.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter (with the filters).")
+@_filter_options
+@click.option("--dry-run", is_flag=True, help="Only show what would be replayed.")
+@click.option("--rate", type=float, default=None, help="At most N replays per second.")
+@pass_ctx
+def dlq_replay(ctx: Context, ids: tuple[str, ...], all_: bool, stage: str | None, error_class: str | None,
+               collection: str | None, since: str | None, dry_run: bool, rate: float | None) -> None:
+    """Put dead letters back on their queue; the replay is recorded on each job."""
+    from stacdrop.ledger import QUEUED  # noqa: PLC0415
+
+    if not (ids or all_ or stage or error_class or collection or since):
+        raise click.UsageError("name dead letter ids, or --all, or filters")
+    ledger = ctx.ledger()
+    with ctx.bus() as bus:
+        letters = bus.dead_letters(_dlq_filter(ids, stage, error_class, collection, since))
+        for letter in letters:
+            if dry_run:
+                click.echo(f"would replay {letter.id} (job {letter.envelope.job_id}, {letter.error_class})")
+                continue
+            if bus.replay([letter.id]):
+                ledger.record(letter.envelope.job_id, stage=letter.queue, step="queued", status="replayed",
+                              state=QUEUED, message=f"dead letter {letter.id} replayed after {letter.attempts} "
+                              f"attempts ({letter.error_class}: {letter.error[:200]})")
+                click.echo(f"replayed {letter.id} (job {letter.envelope.job_id})")
+            if rate:
+                time.sleep(1.0 / rate)
+    click.echo(f"{'would replay' if dry_run else 'replayed'} {len(letters)} dead letter(s)")
+
+
+@dlq.command("purge")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True)
+@_filter_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def dlq_purge(ctx: Context, ids: tuple[str, ...], all_: bool, stage: str | None, error_class: str | None,
+              collection: str | None, since: str | None, yes: bool) -> None:
+    """Delete dead letters for good (their jobs stay failed in the ledger)."""
+    if not (ids or all_ or stage or error_class or collection or since):
+        raise click.UsageError("name dead letter ids, or --all, or filters")
+    with ctx.bus() as bus:
+        letters = bus.dead_letters(_dlq_filter(ids, stage, error_class, collection, since))
+        if letters and not yes:
+            click.confirm(f"purge {len(letters)} dead letter(s)?", abort=True)
+        purged = bus.purge([d.id for d in letters])
+    click.echo(f"purged {len(purged)} dead letter(s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Assembles the stages into a running daemon: ``stacdrop run`` (all roles) or one role per process.
+
+Each role runs in its own thread; a role whose loop dies is logged and restarted with backoff, so one
+bad moment never stops the daemon. ``--workers N`` for the processor starts N child processes (two
+single-threaded converters beat one threaded process on a queue of files).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import structlog
+
+from stacdrop.bus import open_bus
+from stacdrop.bus.base import Bus
+from stacdrop.config import Settings
+from stacdrop.intake import Intake
+from stacdrop.ledger import Ledger
+from stacdrop.retry import RetryPolicy
+from stacdrop.runtime import StageRunner
+
+log = structlog.get_logger("stacdrop.daemon")
+ROLES = ("watch", "process", "publish")
+
+
+def open_bus_for(settings: Settings) -> Bus:
+    if settings.broker.startswith("amqp"):
+        return open_bus(settings.broker)
+    return open_bus(settings.broker, lease_seconds=settings.lease_seconds)
+
+
+def workdir_for(settings: Settings) -> Path:
+    """Temporary COGs are written next to the store when it is local (so the final move is a rename)."""
+    store = settings.store
+    if "://" not in store or store.startswith("file://"):
+        return Path(store.removeprefix("file://")) / ".work"
+    return Path("data/work")
+
+
+class Daemon:
+    def __init__(self, settings: Settings, roles: Iterable[str] = ROLES, workers: int = 1) -> None:
+        self.settings = settings
+        self.roles = tuple(roles)
+        self.workers = workers
+        self.stop = threading.Event()
+        self.bus = open_bus_for(settings)
+        self.ledger = Ledger(settings.ledger)
+        self.policy = RetryPolicy.from_settings(settings)
+        self.threads: list[threading.Thread] = []
+        self.children: list[multiprocessing.process.BaseProcess] = []
+
+    # -- roles ----------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        from watcher.inbox import LocalInbox  # noqa: PLC0415 - stage code is imported only by its role
+
+        intake = Intake(self.ledger, self.bus)
+        recovered = intake.recover()
+        if recovered:
+            log.warning("re-enqueued jobs interrupted before reaching the bus", count=recovered)
+        inbox = self.settings.inbox
+        if inbox.startswith("s3://"):
+            from watcher.s3 import S3Inbox  # noqa: PLC0415
+
+            S3Inbox(inbox, self.settings, intake).run(self.stop)
+            return
+        root = Path(inbox.removeprefix("file://"))
+        root.mkdir(parents=True, exist_ok=True)
+        LocalInbox(root, self.settings, intake).run(self.stop)
+
+    def _process(self) -> None:
+        from processor.handler import make_process_handler  # noqa: PLC0415
+        from processor.store import open_store  # noqa: PLC0415
+
+        store = open_store(self.settings.store, self.settings)
+        handler = make_process_handler(self.settings, store, workdir_for(self.settings))
+        StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy).run(self.stop)
+
+    def _publish(self) -> None:
+        from publisher.handler import make_publish_handler, open_sink  # noqa: PLC0415
+
+        handler = make_publish_handler(self.settings, open_sink(self.settings), self.ledger)
+        StageRunner("publish", handler, bus=self.bus, ledger=self.ledger, policy=self.policy).run(self.stop)
+
+    def _supervise(self, name: str, target: Callable[[], None]) -> None:
+        """Run a role until stop; if its loop dies, log it and start it again with backoff."""
+        delay = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                target()
+                return
+            except Exception:  # noqa: BLE001 - the daemon keeps running whatever one role hits
+                log.exception("role crashed; restarting", role=name, restart_in=delay)
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            self.stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.bus.setup()
+        targets = {"watch": self._watch, "process": self._process, "publish": self._publish}
+        for role in self.roles:
+            if role == "process" and self.workers > 1:
+                self._start_children(self.workers)
+                continue
+            thread = threading.Thread(target=self._supervise, args=(role, targets[role]), name=role, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        log.info("stacdrop started", roles=list(self.roles), workers=self.workers, inbox=self.settings.inbox,
+                 store=self.settings.store, stac=self.settings.stac)
+
+    def _start_children(self, count: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        for index in range(count):
+            child = ctx.Process(target=_child_processor, args=(self.settings.model_dump(mode="python"),),
+                                name=f"processor-{index + 1}", daemon=False)
+            child.start()
+            self.children.append(child)
+
+    def wait(self) -> None:
+        while not self.stop.is_set():
+            self.stop.wait(0.5)
+            for child in list(self.children):
+                if not child.is_alive() and not self.stop.is_set():
+                    log.error("processor process died; starting another", name=child.name, exitcode=child.exitcode)
+                    self.children.remove(child)
+                    self._start_children(1)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for child in self.children:
+            if child.is_alive() and child.pid:
+                child.terminate()  # SIGTERM: it finishes or hands back its message
+        for thread in self.threads:
+            thread.join()
+        for child in self.children:
+            child.join()
+        self.bus.close()
+        self.ledger.close()
+        log.info("stacdrop stopped")
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: object) -> None:
+            if self.stop.is_set():
+                log.warning("second signal: exiting now; unfinished messages will be delivered again")
+                raise SystemExit(1)
+            log.info("stopping: finishing current work", signal=signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def _child_processor(settings_data: dict) -> None:
+    from stacdrop.logs import configure_logging  # noqa: PLC0415
+
+    settings = Settings(**settings_data)
+    configure_logging(settings.log_format, settings.log_level)
+    daemon = Daemon(settings, roles=("process",), workers=1)
+    daemon.install_signal_handlers()
+    daemon.start()
+    daemon.wait()
