@@ -1,0 +1,31 @@
+# The two commands a newcomer needs:  make run  (the daemon on the embedded default)  and  make test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test services bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/stacdrop run
+
+# Installs and starts what the tests talk to (RabbitMQ, PostgreSQL), then runs the whole suite.
+test: install services
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+services:
+	bash scripts/services.sh
+
+bench: install
+	$(BIN)/python bench/bench_cog.py
+	$(BIN)/python bench/bench_small_files.py
+
+clean:
+	rm -rf $(VENV) data inbox .pytest_cache

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install (when missing) and start the services the test suite talks to. Idempotent; needs root for
+# installs. Every service is started the way the machine's own boot does, without Docker.
+set -euo pipefail
+
+need_apt=()
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "services: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {  # name port seconds
+  for _ in $(seq 1 "$3"); do port_open "$2" && return 0; sleep 1; done
+  echo "services: $1 did not come up on port $2" >&2; return 1
+}
+
+if ! port_open 5432; then
+  echo "services: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+fi
+wait_port PostgreSQL 5432 60
+
+if ! port_open 5672; then
+  echo "services: starting RabbitMQ"
+  rabbitmq-server -detached
+fi
+wait_port RabbitMQ 5672 120
+echo "services: PostgreSQL and RabbitMQ are up"
