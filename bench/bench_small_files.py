@@ -1,0 +1,110 @@
+"""Drop N small rasters (512 x 512 uint16) with sidecars into a running daemon and time drop -> item.
+
+Baseline in the same invocation: the bare GDAL COG driver converting the same files one after another in
+this process (no watcher, no queue, no ledger, no item). Prints items per second end to end and the
+per-file overhead of the pipeline against the bare conversion.
+
+    .venv/bin/python bench/bench_small_files.py [--count 200] [--workers 1] [--broker amqp://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import rasterio
+import rasterio.shutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.daemon import DaemonProcess, base_env, ledger_for, wait_until, write_collection  # noqa: E402
+from tests.rasters import write_geotiff  # noqa: E402
+
+COG_OPTIONS = dict(driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512, OVERVIEW_RESAMPLING="average",
+                   BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+
+
+def make_inputs(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"r{i:04d}.tif"
+        if not path.exists():
+            write_geotiff(path, width=512, height=512, dtype="uint16", nodata=0, seed=i)
+        (folder / f"r{i:04d}.json").write_text(json.dumps({"id": f"r{i:04d}", "datetime": "2000-01-01"}))
+        paths.append(path)
+    return paths
+
+
+def bare_conversion(paths: list[Path], out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for path in paths:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            rasterio.shutil.copy(str(path), str(out / path.name), **COG_OPTIONS)
+    return time.perf_counter() - start
+
+
+def pipeline(paths: list[Path], root: Path, workers: int, broker: str | None) -> tuple[float, float]:
+    extra = {"STACDROP_WORKERS": str(workers), "STACDROP_LOG_LEVEL": "warning"}
+    if broker:
+        extra["STACDROP_BROKER"] = broker
+    env = base_env(root, **extra)
+    inbox = root / "inbox"
+    write_collection(inbox, "bench")
+    ledger = ledger_for(env)
+    with DaemonProcess(root, env) as daemon:
+        wait_until(lambda: ledger.list_jobs(state="published", limit=1), 60, "collection published", daemon)
+        staging = inbox / ".staging"  # hidden: the watcher ignores it; renames out of it are atomic drops
+        staging.mkdir()
+        for path in paths:
+            shutil.copy(path, staging / path.name)
+            shutil.copy(path.with_suffix(".json"), staging / path.with_suffix(".json").name)
+        start = time.perf_counter()
+        for path in paths:
+            os.rename(staging / path.with_suffix(".json").name, inbox / "bench" / path.with_suffix(".json").name)
+            os.rename(staging / path.name, inbox / "bench" / path.name)
+        dropped = time.perf_counter() - start
+        wait_until(lambda: len(ledger.list_jobs(state="published", limit=100000)) >= len(paths) + 1, 1800,
+                   "all items published", daemon)
+        elapsed = time.perf_counter() - start
+        failed = ledger.list_jobs(state="failed", limit=5)
+        if failed:
+            raise SystemExit(f"failures: {[(j.source_key, j.error) for j in failed]}")
+    return elapsed, dropped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--broker", default=None, help="amqp://... to run on RabbitMQ instead of SQLite")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="stacdrop-bench-"))
+    try:
+        paths = make_inputs(Path(__file__).parent / "out" / "small", args.count)
+        bare = statistics.median(bare_conversion(paths, work / f"bare{r}") for r in range(max(1, args.repeat)))
+        print(f"bare COG driver: {args.count} files in {bare:.2f} s = {args.count / bare:.1f} files/s, "
+              f"{1000 * bare / args.count:.1f} ms/file")
+        for workers in args.workers:
+            runs = [pipeline(paths, work / f"w{workers}-{r}", workers, args.broker) for r in range(max(1, args.repeat))]
+            elapsed = statistics.median(r[0] for r in runs)
+            overhead_ms = 1000 * (elapsed - bare) / args.count
+            print(f"pipeline, {workers} processor worker(s): {args.count} items in {elapsed:.2f} s = "
+                  f"{args.count / elapsed:.1f} items/s (aim >= 40); overhead vs bare conversion "
+                  f"{overhead_ms:+.1f} ms/file; ratio pipeline/bare = {elapsed / bare:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
