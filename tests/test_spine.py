@@ -1,0 +1,107 @@
+"""Unit tests of the spine's small pieces: sidecar parsing, settings, retry policy, message contracts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stacdrop.config import load_settings, mask_url
+from stacdrop.errors import ConfigError, InvalidSidecar, classify
+from stacdrop.messages import Envelope, IngestRequest, Source
+from stacdrop.retry import RetryPolicy
+from stacdrop.sidecar import parse_sidecar
+
+
+def test_sidecar_native_fields() -> None:
+    s = parse_sidecar('{"collection": "chelsa-clim", "id": "bio1", "datetime": "1981-01-01T00:00:00Z", '
+                      '"title": "T", "properties": {"variable": "bio1"}}', "chelsa-clim/bio1.json")
+    assert (s.collection, s.id, s.datetime, s.title) == ("chelsa-clim", "bio1", "1981-01-01T00:00:00Z", "T")
+    assert s.properties == {"variable": "bio1"}
+
+
+def test_sidecar_original_system_aliases() -> None:
+    s = parse_sidecar('{"collection_id": "c", "name": "tas_06_2010", "date": "2010-06-01", "filename": "x.tif",'
+                      ' "stac_api_server": "http://x", "file_source_host": "http://y",'
+                      ' "properties": {"full_filename": "x.tif", "datetime": "2010-06-01T00:00:00Z"}}', "x.json")
+    assert (s.collection, s.id, s.datetime) == ("c", "tas_06_2010", "2010-06-01T00:00:00Z")
+    assert s.properties == {"full_filename": "x.tif"}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"datetime": "2000-01-01",', "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"datetime": "the year 2000"}', "'the year 2000' is not a date"),
+        ('{"id": "a:b"}', "forbidden characters"),
+        ('{"id": "has space"}', "forbidden characters"),
+        ('{"collection": "../etc"}', "forbidden characters"),
+        ('{"start_datetime": "2001-01-01"}', "together"),
+        ('{"start_datetime": "2002-01-01", "end_datetime": "2001-01-01"}', "after"),
+        ('{"properties": [1]}', "must be a JSON object"),
+        ('{"collection": "a", "collection_id": "b"}', "alias"),
+    ],
+)
+def test_sidecar_errors_name_the_file_and_reason(text: str, needle: str) -> None:
+    with pytest.raises(InvalidSidecar) as info:
+        parse_sidecar(text, "clim/bad.json")
+    assert "clim/bad.json" in str(info.value) and needle in str(info.value)
+
+
+def test_sidecar_datetimes_are_normalised_to_utc() -> None:
+    s = parse_sidecar('{"datetime": "2000-06-01T12:00:00+02:00", "start_datetime": "1999", '
+                      '"end_datetime": "2000-12-31"}', "x.json")
+    assert (s.datetime, s.start_datetime, s.end_datetime) == (
+        "2000-06-01T10:00:00Z", "1999-01-01T00:00:00Z", "2000-12-31T00:00:00Z")
+
+
+def test_settings_precedence_file_then_env(tmp_path) -> None:  # noqa: ANN001
+    cfg = tmp_path / "stacdrop.toml"
+    cfg.write_text('inbox = "/from/file"\nstore = "/file/store"\n[collections.lc]\nresampling = "mode"\n'
+                   '[collection_defaults]\nasset_key = "cog"\n')
+    s = load_settings(cfg, environ={"STACDROP_INBOX": "/from/env", "ARBUTUS_OBJECT_ACCESS_KEY": "k"})
+    assert s.inbox == "/from/env" and s.store == "/file/store"
+    assert s.collection("lc").resampling == "mode" and s.collection("lc").asset_key == "cog"
+    assert s.collection("other").resampling == "average"
+    assert s.aws_secret_access_key.get_secret_value() == "k" and s.masked()["aws_secret_access_key"] == "***"
+
+
+def test_settings_errors_name_the_file(tmp_path) -> None:  # noqa: ANN001
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[collections.lc]\nresampling = "smear"\n')
+    with pytest.raises(ConfigError, match="lc"):
+        load_settings(cfg, environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_mask_url() -> None:
+    assert mask_url("amqp://u:secret@h:5672/v") == "amqp://u:***@h:5672/v"
+    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_url("./data/stac") == "./data/stac"
+
+
+def test_retry_policy_backoff_with_jitter() -> None:
+    policy = RetryPolicy(max_retries=3, base=2.0, maximum=10.0, jitter=0.5)
+    rng = random.Random(1)
+    delays = [policy.delay(n, rng) for n in (1, 2, 3, 4, 5)]
+    for n, d in zip((1, 2, 3, 4, 5), delays):
+        raw = min(10.0, 2.0 * 2 ** (n - 1))
+        assert raw * 0.5 <= d <= raw
+    assert policy.should_retry(3, transient=True) and not policy.should_retry(4, transient=True)
+    assert not policy.should_retry(1, transient=False)
+
+
+def test_classify_unknown_errors_as_transient() -> None:
+    assert classify(InvalidSidecar("x")) == ("invalid_sidecar", False)
+    assert classify(ConnectionResetError()) == ("network", True)
+    assert classify(KeyError("k")) == ("KeyError", True)
+
+
+def test_envelope_round_trip() -> None:
+    body = IngestRequest(source=Source(url="/i/c/a.tif", key="c/a.tif", size=3, content_key="abc"),
+                         collection="c", sidecar_text="{}")
+    env = Envelope.wrap("job1", body)
+    again = Envelope.from_bytes(env.to_bytes())
+    assert again == env and again.parsed() == body and again.collection == "c"
