@@ -53,6 +53,7 @@ class Settings(BaseModel):
     stac: str = "./data/stac"
     broker: str = "sqlite:///data/queue.db"
     ledger: str = "sqlite:///data/ledger.db"
+    queue_prefix: str = Field(default="stacdrop", description="RabbitMQ: prefix of exchange and queue names")
     public_url: str | None = Field(default=None, description="Asset href template, e.g. https://host/bucket/{key}")
     sidecar_wait: float = Field(default=30.0, description="Seconds a raster waits for its sidecar")
     settle_time: float = Field(default=1.0, description="Seconds a file's size and mtime must hold still")

@@ -30,7 +30,7 @@ ROLES = ("watch", "process", "publish")
 
 def open_bus_for(settings: Settings) -> Bus:
     if settings.broker.startswith("amqp"):
-        return open_bus(settings.broker)
+        return open_bus(settings.broker, prefix=settings.queue_prefix)
     return open_bus(settings.broker, lease_seconds=settings.lease_seconds)
 
 
