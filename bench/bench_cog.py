@@ -1,0 +1,130 @@
+"""Bench: the bare GDAL COG driver versus our processor path, on one big striped raw GeoTIFF.
+
+    .venv/bin/python bench/bench_cog.py [--size 10000] [--repeat 3]
+
+(1) writes a SIZExSIZE uint16 striped, uncompressed GeoTIFF under bench/out/ (reused when present);
+(2) times ``rasterio.shutil.copy(src, dst, driver="COG", <our creation options>)``;
+(3) times ``process_raster`` end to end with a LocalStore in a temp dir (validate + convert + check +
+    store + sha256 + metadata), with a per-step breakdown.
+Runs alternate (bare, ours, bare, ours, ...) and the medians and the ratio ours/bare are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+import rasterio.shutil  # noqa: E402
+from rasterio.transform import from_origin  # noqa: E402
+
+from processor.cogeo import ENV, cog_creation_options  # noqa: E402
+from processor.stage import process_raster  # noqa: E402
+from processor.store import LocalStore  # noqa: E402
+from stacdrop.config import Settings  # noqa: E402
+from stacdrop.messages import IngestRequest, Source  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+
+
+def make_input(size: int) -> Path:
+    path = OUT / f"uint16_{size}_striped_raw.tif"
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.tif")
+    rows = 512
+    yy_all = np.arange(size)
+    xx = np.arange(size)
+    rng = np.random.default_rng(0)
+    with rasterio.open(
+        tmp, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint16",
+        crs="EPSG:32633", transform=from_origin(300000, 6000000, 10, 10), nodata=0,
+    ) as dst:
+        for row in range(0, size, rows):
+            yy = yy_all[row : row + rows][:, None]
+            base = (np.sin(xx[None, :] / 37.0) + np.cos(yy / 23.0) + 2.0) / 4.0
+            noise = rng.normal(0, 0.01, size=base.shape)
+            data = (1 + np.clip(base + noise, 0, 1) * 9998).astype("uint16")
+            dst.write(data[None], window=rasterio.windows.Window(0, row, size, data.shape[0]))
+    os.replace(tmp, path)
+    return path
+
+
+def run_bare(src: Path, tmp: Path) -> float:
+    dst = tmp / "bare.tif"
+    options = cog_creation_options(resampling="average")
+    t0 = time.perf_counter()
+    with rasterio.Env(**ENV):
+        rasterio.shutil.copy(str(src), str(dst), driver="COG", **options)
+    elapsed = time.perf_counter() - t0
+    dst.unlink()
+    return elapsed
+
+
+def run_ours(src: Path, tmp: Path, steps: dict[str, list[float]]) -> tuple[float, int]:
+    store_dir, workdir = tmp / "store", tmp / "work"
+    settings = Settings(store=str(store_dir), collection_defaults={"allow_key_only": True})
+    store = LocalStore(store_dir)
+    request = IngestRequest(
+        source=Source(url=str(src), key=f"bench/{src.name}", content_key="x"), collection="bench"
+    )
+    marks: list[tuple[str, float]] = []
+
+    def on_step(step: str) -> None:
+        marks.append((step, time.perf_counter()))
+
+    t0 = time.perf_counter()
+    ready = process_raster(request, settings, store, workdir=workdir, on_step=on_step)
+    end = time.perf_counter()
+    marks.append(("end", end))
+    for (step, t), (_next, t_next) in zip(marks, marks[1:]):
+        steps.setdefault(step, []).append(t_next - t)
+    steps.setdefault("(sidecar+setup)", []).append(marks[0][1] - t0)
+    shutil.rmtree(store_dir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return end - t0, ready.cog.size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    src = make_input(args.size)
+    print(f"input {src} ({src.stat().st_size / 1e6:.0f} MB), ready in {time.perf_counter() - t0:.1f} s")
+    print(f"options: {cog_creation_options(resampling='average')}")
+    bare: list[float] = []
+    ours: list[float] = []
+    steps: dict[str, list[float]] = {}
+    size = 0
+    with tempfile.TemporaryDirectory(prefix="bench-cog-", dir=OUT) as tmpdir:
+        tmp = Path(tmpdir)
+        run_bare(src, tmp)  # warm-up: page cache, imports, PROJ database
+        for i in range(args.repeat):
+            bare.append(run_bare(src, tmp))
+            elapsed, size = run_ours(src, tmp, steps)
+            ours.append(elapsed)
+            print(f"run {i + 1}: bare {bare[-1]:.2f} s, ours {ours[-1]:.2f} s")
+    mb, mo = statistics.median(bare), statistics.median(ours)
+    print(f"COG size {size / 1e6:.1f} MB")
+    print(f"median bare GDAL COG driver: {mb:.2f} s")
+    print(f"median our processor path:   {mo:.2f} s")
+    for step, values in steps.items():
+        print(f"  {step:<16} {statistics.median(values) * 1000:8.1f} ms")
+    print(f"ratio ours/bare: {mo / mb:.3f} (aim <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""GeoTIFF -> Cloud Optimized GeoTIFF with GDAL's COG driver, in-process.
+
+The COG driver through ``rasterio.shutil.copy`` is the fastest and leanest way (see
+/work/shared/reference/performance.md): no in-memory copy, threaded compression and overviews.
+It copies nodata, the internal mask, scale/offset, band descriptions, units and dataset tags.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import rasterio
+import rasterio.shutil
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
+
+from stacdrop.errors import InvalidRaster, SourceNotFound, TransientError
+from processor.validate import TiffStructureError, _gdal_msg, check_blocks_readable, tiff_layout
+
+BLOCKSIZE = 512
+# Overviews are regenerated with the collection's resampling even when the input has some: an input's
+# own overviews may have been made with "average" on categorical data.
+OVERVIEWS = "IGNORE_EXISTING"
+ENV = {"GDAL_TIFF_INTERNAL_MASK": True}
+
+
+class ConversionFailed(TransientError):
+    """The conversion failed although the input reads: our bug, the disk, memory. Retrying may help."""
+
+    error_class = "conversion_failed"
+
+
+class OutputCheckFailed(TransientError):
+    """The COG we wrote does not validate or read back: our bug or the disk, never the input's fault."""
+
+    error_class = "cog_check_failed"
+
+
+def cog_creation_options(*, resampling: str, target_crs: str | None = None, threads: str = "ALL_CPUS") -> dict[str, Any]:
+    """The COG driver creation options the converter uses (the bench passes the same to the bare driver).
+
+    PREDICTOR=YES makes the driver pick 2 (horizontal differencing) for integer types and 3 (floating point)
+    for float types.
+    """
+    options: dict[str, Any] = {
+        "COMPRESS": "DEFLATE",
+        "PREDICTOR": "YES",
+        "BLOCKSIZE": BLOCKSIZE,
+        "OVERVIEW_RESAMPLING": resampling,
+        "OVERVIEWS": OVERVIEWS,
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": threads,
+    }
+    if target_crs:
+        options["TARGET_SRS"] = target_crs
+        options["RESAMPLING"] = _warp_resampling(resampling)
+    return options
+
+
+def _warp_resampling(resampling: str) -> str:
+    # The warper knows neither "gauss" nor "rms" as kernels for reprojection; fall back to close ones.
+    return {"gauss": "cubic", "rms": "average"}.get(resampling, resampling)
+
+
+def convert_to_cog(
+    src: str,
+    dst: str,
+    *,
+    resampling: str,
+    target_crs: str | None = None,
+    threads: str = "ALL_CPUS",
+    name: str | None = None,
+) -> None:
+    """Write ``dst`` as a COG from ``src``.
+
+    A failure caused by the input (a block that does not decode, data past the end of the file) raises
+    ``InvalidRaster`` naming ``name`` (default: the file name); any other failure ``ConversionFailed``
+    (transient). A failed conversion may leave a partial ``dst``: the caller owns its cleanup.
+    """
+    name = name or os.path.basename(src)
+    options = cog_creation_options(resampling=resampling, target_crs=target_crs, threads=threads)
+    try:
+        with rasterio.Env(**ENV):
+            rasterio.shutil.copy(src, dst, driver="COG", **options)
+    except (CPLE_BaseError, RasterioError) as exc:
+        raise _blame(src, dst, name, exc) from None
+
+
+def _blame(src: str, dst: str, name: str, exc: BaseException) -> Exception:
+    """Decide whether a failed conversion is the input's fault (permanent) or ours (transient)."""
+    message = _gdal_msg(exc)
+    if not os.path.exists(src):
+        return SourceNotFound(f"{name}: the source file disappeared during the conversion")
+    src_base = os.path.basename(src)
+    if src_base in message and ("IReadBlock failed" in message or "TIFFRead" in message):
+        return InvalidRaster(f"{name}: pixel data cannot be read (corrupt or truncated): {message}")
+    # Not obviously the input: read it all once to tell (only on this failure path).
+    try:
+        check_blocks_readable(src, name, overviews=False)
+    except InvalidRaster as bad:
+        return bad
+    return ConversionFailed(f"{name}: COG conversion failed: {message}")
+
+
+def is_valid_cog(path: str) -> bool:
+    """True when ``path`` can be stored as is: a valid COG by ``cog_validate`` (no errors) and ours.
+
+    Our requirements on top: tiled TIFF (cog_validate lets a striped file of <= 512 px pass), compressed
+    (any codec), internal overviews when larger than 512 px, nothing in side files (.ovr, .msk, .aux.xml
+    would be lost when only the .tif is stored). The tile size is not required to be 512.
+    """
+    try:
+        with rasterio.Env(**ENV):
+            with rasterio.open(path) as ds:
+                if ds.driver != "GTiff" or len(ds.files) != 1:
+                    return False
+            valid, errors, warnings = cog_validate(path, quiet=True)
+        if not valid or errors or warnings:
+            return False
+        layout = tiff_layout(path)
+    except (CPLE_BaseError, RasterioError, TiffStructureError, OSError):
+        return False
+    return all(ifd.tiled and ifd.compression not in (None, 1) for ifd in layout.ifds)
+
+
+def check_output(path: str) -> None:
+    """Check a COG we wrote: structure, ``cog_validate`` without errors, and a read of the last
+    full-resolution block (the end of the file in a COG) and of the smallest overview.
+
+    Raises ``OutputCheckFailed`` (transient): a bad output is our bug or the disk, not the input.
+    """
+    try:
+        tiff_layout(path)
+        valid, errors, _warnings = cog_validate(path, quiet=True)
+        if not valid or errors:
+            raise OutputCheckFailed(f"{path}: the written COG does not validate: {'; '.join(errors)}")
+        with rasterio.Env(**ENV), rasterio.open(path) as ds:
+            bh, bw = ds.block_shapes[0]
+            row = (ds.height - 1) // bh * bh
+            col = (ds.width - 1) // bw * bw
+            win = Window(col, row, min(bw, ds.width - col), min(bh, ds.height - row))
+            ds.read(window=win)
+            ds.read_masks(1, window=win)
+            overviews = ds.overviews(1)
+        if overviews:
+            with rasterio.open(path, overview_level=len(overviews) - 1) as ov:
+                ov.read()
+                ov.read_masks(1)
+    except OutputCheckFailed:
+        raise
+    except TiffStructureError as exc:
+        raise OutputCheckFailed(f"{path}: the written COG is broken: {exc}") from None
+    except (CPLE_BaseError, RasterioError, OSError) as exc:
+        raise OutputCheckFailed(f"{path}: the written COG does not read back: {_gdal_msg(exc)}") from None

@@ -1,0 +1,120 @@
+"""What the publisher needs to know about a stored COG, read once and cheaply.
+
+Statistics come from the smallest overview whose long side still has >= 512 px (or from the full data
+when the raster is that small), so a 10000x10000 COG costs one ~625x625 read.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.enums import WktVersion
+from rasterio.errors import NotGeoreferencedWarning
+
+from stacdrop.messages import BandMetadata, RasterMetadata
+
+STATS_MIN_SIDE = 512
+# pyproj's identification confidence: 100 = same definition with the EPSG authority, 90 = equivalent
+# definition, 70 = equivalent up to names. Below 90 a CRS is only "close to" the EPSG code.
+EPSG_CONFIDENCE = 90
+
+
+def read_raster_metadata(path: str) -> RasterMetadata:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            return _metadata(ds)
+
+
+def _metadata(ds: rasterio.io.DatasetReader) -> RasterMetadata:
+    crs = ds.crs
+    crs_epsg = crs_wkt2 = None
+    if crs:
+        crs_epsg = crs.to_epsg(confidence_threshold=EPSG_CONFIDENCE)
+        crs_wkt2 = crs.to_wkt(version=WktVersion.WKT2_2019)
+    flags = ds.mask_flag_enums
+    has_mask = bool(flags) and MaskFlags.per_dataset in flags[0] and MaskFlags.nodata not in flags[0] and MaskFlags.alpha not in flags[0]
+    res_x, res_y = ds.res
+    resolution = float(res_x) if math.isclose(res_x, res_y, rel_tol=1e-9) else float((res_x + res_y) / 2)
+    stats = _statistics(ds)
+    bands = []
+    for i in range(ds.count):
+        scale, offset = ds.scales[i], ds.offsets[i]
+        bands.append(
+            BandMetadata(
+                data_type=ds.dtypes[i],
+                nodata=_nodata(ds.nodatavals[i], ds.dtypes[i]),
+                scale=None if scale in (None, 1.0) else float(scale),
+                offset=None if offset in (None, 0.0) else float(offset),
+                unit=ds.units[i] or None,
+                description=ds.descriptions[i] or None,
+                statistics=stats[i],
+                spatial_resolution=resolution,
+            )
+        )
+    return RasterMetadata(
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        crs_epsg=crs_epsg,
+        crs_wkt2=crs_wkt2,
+        transform=[float(v) for v in list(ds.transform)[:6]],
+        bounds=[float(v) for v in ds.bounds],
+        bands=bands,
+        tags={str(k): str(v) for k, v in ds.tags().items()},
+        has_mask=has_mask,
+    )
+
+
+def _nodata(value: float | None, dtype: str) -> float | int | str | None:
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return int(value)
+    return float(value)
+
+
+def _stats_shape(ds: rasterio.io.DatasetReader) -> tuple[int, int]:
+    """(height, width) to read: the smallest overview with >= STATS_MIN_SIDE px on its long side."""
+    long_side = max(ds.width, ds.height)
+    best = 1
+    for factor in ds.overviews(1):
+        if long_side / factor >= STATS_MIN_SIDE:
+            best = max(best, factor)
+    if best == 1 and long_side > 4 * STATS_MIN_SIDE:
+        # No usable overview on a big raster: let GDAL decimate rather than hold it all in memory.
+        best = long_side // (2 * STATS_MIN_SIDE)
+    return math.ceil(ds.height / best), math.ceil(ds.width / best)
+
+
+def _statistics(ds: rasterio.io.DatasetReader) -> list[dict[str, float] | None]:
+    height, width = _stats_shape(ds)
+    data = ds.read(out_shape=(ds.count, height, width), masked=True)
+    out: list[dict[str, float] | None] = []
+    for band in data:
+        if np.issubdtype(band.dtype, np.floating):
+            band = np.ma.masked_invalid(band, copy=False)
+        valid = band.compressed()
+        total = band.size
+        if valid.size == 0:
+            out.append({"valid_percent": 0.0})
+            continue
+        values = valid.astype(np.float64, copy=False)
+        out.append(
+            {
+                "minimum": float(values.min()),
+                "maximum": float(values.max()),
+                "mean": float(values.mean()),
+                "stddev": float(values.std()),
+                "valid_percent": float(100.0 * valid.size / total),
+            }
+        )
+    return out

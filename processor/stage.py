@@ -1,0 +1,105 @@
+"""The processor stage: one IngestRequest in, one RasterReady out.
+
+Bad input fails fast and permanently (sidecar first, then a cheap validation, before any conversion);
+failures of our own (disk, a COG that does not read back) are transient.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from stacdrop.config import Settings
+from stacdrop.errors import MissingSidecar
+from stacdrop.messages import IngestRequest, RasterReady
+from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
+
+from processor.cogeo import check_output, convert_to_cog, is_valid_cog
+from processor.fetch import fetch_source
+from processor.metadata import read_raster_metadata
+from processor.store import COG_MEDIA_TYPE, Store, store_key
+from processor.validate import check_blocks_readable, validate_input
+
+
+def expected_sidecar_name(raster_key: str) -> str:
+    """``a/b/NAME.tif`` -> ``a/b/NAME.json``."""
+    stem, _ext = posixpath.splitext(raster_key)
+    return stem + ".json"
+
+
+def conversion_threads(settings: Settings) -> str:
+    """Several workers on few cores: single-threaded conversions beat oversubscribed threaded ones."""
+    return "ALL_CPUS" if settings.workers < (os.cpu_count() or 1) else "1"
+
+
+def process_raster(
+    request: IngestRequest,
+    settings: Settings,
+    store: Store,
+    *,
+    workdir: Path,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> RasterReady:
+    key = request.source.key
+    filename = posixpath.basename(key)
+
+    # (1) sidecar, before any I/O on the raster
+    sidecar: Sidecar | None = None
+    sidecar_name = request.sidecar_name
+    if request.sidecar_text is None:
+        if not settings.collection(request.collection).allow_key_only:
+            raise MissingSidecar(
+                f"{key}: no sidecar {expected_sidecar_name(key)} next to the raster, and collection "
+                f"{request.collection!r} does not allow rasters without one (allow_key_only)"
+            )
+    else:
+        sidecar_name = sidecar_name or expected_sidecar_name(key)
+        sidecar = parse_sidecar(request.sidecar_text, sidecar_name)
+    collection = (sidecar.collection if sidecar else None) or request.collection
+    check_id(collection, "collection", sidecar_name or key)
+    coll = settings.collection(collection)
+    cog_key = store_key(coll.store_key, collection=collection, filename=filename, item_id=sidecar.id if sidecar else None)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    on_step("fetch")
+    with fetch_source(request.source.url, workdir) as local:
+        on_step("validate")
+        validate_input(local, key)
+
+        on_step("convert")
+        with tempfile.TemporaryDirectory(dir=workdir, prefix="cog-") as tmpdir:
+            if not coll.target_crs and is_valid_cog(local):
+                # No conversion reads this input: decode it all once (cheaper than a conversion).
+                check_blocks_readable(local, key)
+                cog_path, converted, move = local, False, False
+            else:
+                cog_path = os.path.join(tmpdir, filename if filename.lower().endswith((".tif", ".tiff")) else filename + ".tif")
+                convert_to_cog(
+                    local,
+                    cog_path,
+                    resampling=coll.resampling,
+                    target_crs=coll.target_crs,
+                    threads=conversion_threads(settings),
+                    name=key,
+                )
+                check_output(cog_path)
+                converted, move = True, True
+
+            on_step("store")
+            stored = store.put(Path(cog_path), cog_key, content_type=COG_MEDIA_TYPE, move=move)
+
+    on_step("metadata")
+    metadata = read_raster_metadata(store.local_path_or_url(cog_key))
+    return RasterReady(
+        source=request.source,
+        collection=collection,
+        sidecar=sidecar.model_dump(mode="json") if sidecar else None,
+        sidecar_name=sidecar_name,
+        cog=stored,
+        raster=metadata,
+        converted=converted,
+    )
