@@ -1,0 +1,6 @@
+"""The local-inbox watcher: finds GeoTIFFs, sidecars and collection files and submits ingest jobs."""
+
+from watcher.inbox import LocalInbox
+from watcher.pairing import EmitCollection, EmitRaster, Pairer
+
+__all__ = ["EmitCollection", "EmitRaster", "LocalInbox", "Pairer"]

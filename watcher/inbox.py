@@ -1,0 +1,431 @@
+"""The local inbox: watch a folder, pair rasters with sidecars, submit ingest jobs.
+
+``LocalInbox.run(stop)``:
+
+1. starts a recursive watchdog observer first, then scans the tree for work that arrived while stopped
+   (start-up scan: ``Priority.BACKFILL``; anything seen while running: ``Priority.LIVE``);
+2. counts a file only once fully written: at once on close-after-write, otherwise once its size and
+   mtime held still for ``settings.settle_time`` (created/modified/moved-in/scanned files);
+3. pairs rasters with sidecars (``watcher.pairing.Pairer``) and hands each pair to one worker thread,
+   which skips it when its stat fingerprint is the one the intake remembers (restarts stay cheap), and
+   otherwise hashes the raster (sha256, streamed) and calls ``intake.submit_raster``;
+4. rescans the whole tree every ``settings.rescan_interval`` seconds (0 = off) to catch missed events
+   and to retry files whose submission failed;
+5. never dies because of one file: errors are logged with the file and the loop goes on.
+
+Sidecar text is decoded as UTF-8 (a BOM is dropped). A sidecar that is not valid UTF-8 is submitted as
+``sidecar_text=None`` with its ``sidecar_name`` set: the processor must fail such a job as an invalid
+sidecar (a name without text means "present but unreadable"), never treat it as key-only.
+Files directly in the inbox root have no collection folder: they are submitted with ``collection=""``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from stacdrop.config import Settings
+from stacdrop.messages import Priority, Source
+from watcher.naming import classify, collection_of
+from watcher.pairing import Action, EmitCollection, EmitRaster, Pairer
+
+log = structlog.get_logger("stacdrop.watcher")
+
+TICK = 0.1  # seconds between checks of settling files and sidecar deadlines
+CHUNK = 1 << 20  # hashing read size
+ORIGIN = "inbox"
+WATCHED_EVENTS = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
+class Intake(Protocol):
+    """What the watcher needs of ``stacdrop.intake.Intake``."""
+
+    def submit_raster(
+        self, *, source: Source, collection: str, sidecar_text: str | None, sidecar_name: str | None,
+        origin: str, priority: int,
+    ) -> str | None: ...
+
+    def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None: ...
+
+    def fingerprint(self, key: str) -> str | None: ...
+
+    def remember_fingerprint(self, key: str, fingerprint: str) -> None: ...
+
+
+Stat = tuple[int, int]  # size, mtime_ns
+
+
+@dataclass
+class _Settling:
+    stat: Stat
+    since: float
+    priority: int
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Posted by the worker: forget that this file was seen, so that the next rescan retries it."""
+
+    rel: str
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, events: queue.Queue[Any]) -> None:
+        self.events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.events.put(event)
+
+
+class LocalInbox:
+    def __init__(
+        self, root: str | os.PathLike[str], settings: Settings, intake: Intake,
+        *, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.settings = settings
+        self.intake = intake
+        self.clock = clock
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._work: queue.Queue[tuple[Action, int] | None] = queue.Queue()
+        self._pairer = Pairer(settings.sidecar_wait)
+        self._settling: dict[str, _Settling] = {}
+        self._known: dict[str, Stat] = {}  # files declared ready, with their stat at that time
+        self._priority: dict[str, int] = {}  # how each known file was found
+        self._stop = threading.Event()
+        self._hashes: dict[str, tuple[Stat, str]] = {}  # worker only: raster key -> (stat, sha256)
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self.root.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.schedule(_Handler(self._events), str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
+        observer.start()  # watch first, then scan: nothing falls in between
+        worker = threading.Thread(target=self._worker, name="stacdrop-inbox-worker", daemon=True)
+        worker.start()
+        log.info("inbox watching", inbox=str(self.root))
+        try:
+            self._guard("start-up scan", None, self._rescan, Priority.BACKFILL)
+            interval = float(self.settings.rescan_interval)
+            next_rescan = self.clock() + interval if interval > 0 else None
+            while not stop.is_set():
+                self._drain_events(TICK)
+                now = self.clock()
+                self._guard("settle check", None, self._check_settling, now)
+                self._guard("pairing", None, self._dispatch_due, now)
+                if next_rescan is not None and now >= next_rescan:
+                    self._guard("rescan", None, self._rescan, Priority.LIVE)
+                    next_rescan = self.clock() + interval
+        finally:
+            observer.stop()
+            self._work.put(None)
+            observer.join(timeout=10)
+            worker.join(timeout=30)
+            if worker.is_alive():
+                log.warning("inbox worker still busy at stop", inbox=str(self.root))
+            log.info("inbox stopped", inbox=str(self.root))
+
+    def _guard(self, what: str, rel: str | None, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception:
+            log.exception("inbox error", step=what, file=rel, inbox=str(self.root))
+            return None
+
+    def _drain_events(self, timeout: float) -> None:
+        try:
+            item = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            now = self.clock()
+            if isinstance(item, _Failed):
+                self._known.pop(item.rel, None)
+            else:
+                self._guard("event", getattr(item, "src_path", None), self._on_event, item, now)
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    # ------------------------------------------------------------------ detection
+
+    def _rel(self, path: str | bytes) -> str | None:
+        """Key of an absolute path under the root; None for the root itself or outside it."""
+        if not path:
+            return None
+        rel = os.path.relpath(os.fsdecode(path), self.root)
+        if rel == "." or rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+            return None
+        return rel.replace(os.sep, "/")
+
+    def _path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def _on_event(self, event: FileSystemEvent, now: float) -> None:
+        kind = event.event_type
+        src = self._rel(event.src_path)
+        dest = self._rel(event.dest_path) if kind == "moved" else None
+        if event.is_directory:
+            if kind in ("deleted", "moved") and src is not None:
+                self._forget_under(src)
+            target = src if kind == "created" else dest
+            if target is not None:
+                self._scan(target, Priority.LIVE, now)
+            return
+        if kind == "moved":
+            if src is not None:
+                self._gone(src)
+            if dest is not None:
+                self._seen(dest, Priority.LIVE, now)
+        elif src is None:
+            return
+        elif kind == "deleted":
+            self._gone(src)
+        elif kind == "closed":
+            self._closed(src, now)
+        else:  # created, modified, attrib
+            self._seen(src, Priority.LIVE, now)
+
+    @staticmethod
+    def _stat(path: Path) -> Stat | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    def _seen(self, rel: str, priority: int, now: float) -> None:
+        """A file appeared or changed: it is ready once its size and mtime hold still."""
+        if classify(rel) is None:
+            return
+        stat = self._stat(self._path(rel))
+        if stat is None:
+            self._gone(rel)
+            return
+        settling = self._settling.get(rel)
+        if settling is not None:
+            settling.priority = max(settling.priority, priority)
+            if settling.stat != stat:
+                settling.stat, settling.since = stat, now
+        elif self._known.get(rel) != stat:
+            self._settling[rel] = _Settling(stat, now, priority)
+
+    def _closed(self, rel: str, now: float) -> None:
+        """Closed after writing: ready at once."""
+        if classify(rel) is None:
+            return
+        stat = self._stat(self._path(rel))
+        if stat is None:
+            self._gone(rel)
+            return
+        settling = self._settling.pop(rel, None)
+        if settling is None and self._known.get(rel) == stat:
+            return
+        self._ready(rel, stat, Priority.LIVE, now)
+
+    def _check_settling(self, now: float) -> None:
+        settle = float(self.settings.settle_time)
+        for rel, settling in list(self._settling.items()):
+            if now - settling.since < settle:
+                continue
+            stat = self._stat(self._path(rel))
+            if stat is None:
+                self._gone(rel)
+            elif stat != settling.stat:
+                settling.stat, settling.since = stat, now
+            else:
+                del self._settling[rel]
+                self._ready(rel, stat, settling.priority, now)
+
+    def _ready(self, rel: str, stat: Stat, priority: int, now: float) -> None:
+        self._known[rel] = stat
+        self._priority[rel] = priority
+        self._pairer.file_ready(rel, now)
+
+    def _gone(self, rel: str) -> None:
+        self._settling.pop(rel, None)
+        self._priority.pop(rel, None)
+        if self._known.pop(rel, None) is not None:
+            self._pairer.file_gone(rel)
+
+    def _forget_under(self, prefix: str) -> None:
+        inside = prefix + "/"
+        for rel in [*self._known, *self._settling]:
+            if rel == prefix or rel.startswith(inside):
+                self._gone(rel)
+
+    def _scan(self, rel_dir: str, priority: int, now: float) -> set[str]:
+        """Walk a folder (``""`` = the whole inbox); every file found must settle before it counts."""
+        found: set[str] = set()
+        top = self._path(rel_dir) if rel_dir else self.root
+
+        def onerror(exc: OSError) -> None:
+            log.warning("inbox scan error", file=getattr(exc, "filename", None), error=str(exc))
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=onerror):
+            dirnames[:] = [d for d in dirnames if not d.startswith((".", "~"))]
+            for name in filenames:
+                rel = self._rel(os.path.join(dirpath, name))
+                if rel is None or classify(rel) is None:
+                    continue
+                found.add(rel)
+                self._guard("scan", rel, self._seen, rel, priority, now)
+        return found
+
+    def _rescan(self, priority: int) -> None:
+        found = self._scan("", priority, self.clock())
+        for rel in [rel for rel in self._known if rel not in found]:
+            self._gone(rel)  # a deletion whose event was missed
+
+    def _dispatch_due(self, now: float) -> None:
+        for action in self._pairer.due(now):
+            if isinstance(action, EmitRaster):
+                priority = max(self._priority.get(action.raster, Priority.LIVE),
+                               self._priority.get(action.sidecar, Priority.BACKFILL) if action.sidecar else 0)
+            else:
+                priority = self._priority.get(action.rel, Priority.LIVE)
+            self._work.put((action, int(priority)))
+
+    # ------------------------------------------------------------------ submission (worker thread)
+
+    def _worker(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None or self._stop.is_set():
+                return
+            action, priority = item
+            rel = action.raster if isinstance(action, EmitRaster) else action.rel
+            try:
+                if isinstance(action, EmitRaster):
+                    self._submit_raster(action.raster, action.sidecar, priority)
+                else:
+                    self._submit_collection(action.rel)
+            except _Stopped:
+                return
+            except FileNotFoundError:
+                log.info("inbox file gone before submission", file=rel)
+            except Exception:
+                log.exception("inbox submission failed", file=rel, inbox=str(self.root))
+                self._events.put(_Failed(rel))
+
+    def _sha256(self, path: Path) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                if self._stop.is_set():
+                    raise _Stopped()
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _submit_raster(self, raster: str, sidecar: str | None, priority: int) -> None:
+        path = self._path(raster)
+        st = os.stat(path)
+        fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
+        sidecar_text: str | None = None
+        sidecar_name: str | None = None
+        if sidecar is not None:
+            spath = self._path(sidecar)
+            try:
+                sst = os.stat(spath)
+                data = spath.read_bytes()
+            except FileNotFoundError:
+                log.warning("sidecar gone before submission, submitting the raster alone", file=raster,
+                            sidecar=sidecar)
+            else:
+                sidecar_name = sidecar
+                fingerprint += f"+{sst.st_size}:{sst.st_mtime_ns}"
+                sidecar_text = decode_sidecar(data, sidecar)
+        if self.intake.fingerprint(raster) == fingerprint:
+            log.debug("inbox file unchanged", file=raster)
+            return
+        stat = (st.st_size, st.st_mtime_ns)
+        cached = self._hashes.get(raster)
+        if cached is not None and cached[0] == stat:
+            content_key = cached[1]  # only the sidecar changed
+        else:
+            content_key = self._sha256(path)
+            after = os.stat(path)
+            if (after.st_size, after.st_mtime_ns) != stat:
+                log.info("raster changed while hashing; waiting for it to settle again", file=raster)
+                self._events.put(_Failed(raster))
+                return
+            if len(self._hashes) >= 10_000:
+                self._hashes.clear()
+            self._hashes[raster] = (stat, content_key)
+        source = Source(url=str(path), key=raster, size=st.st_size, content_key=content_key)
+        collection = collection_of(raster) or ""
+        job = self.intake.submit_raster(
+            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
+            origin=ORIGIN, priority=priority,
+        )
+        self.intake.remember_fingerprint(raster, fingerprint)
+        log.info("inbox raster submitted" if job else "inbox raster unchanged (duplicate)", file=raster,
+                 sidecar=sidecar_name, collection=collection, job_id=job, priority=priority)
+
+    def _submit_collection(self, rel: str) -> None:
+        path = self._path(rel)
+        st = os.stat(path)
+        fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
+        if self.intake.fingerprint(rel) == fingerprint:
+            log.debug("inbox file unchanged", file=rel)
+            return
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            log.warning("collection file is not valid UTF-8", file=rel)
+            text = data.decode("utf-8", errors="replace")
+        source = Source(url=str(path), key=rel, size=len(data), content_key=hashlib.sha256(data).hexdigest())
+        collection = collection_of(rel) or ""
+        job = self.intake.submit_collection(source=source, collection=collection, text=text, origin=ORIGIN)
+        self.intake.remember_fingerprint(rel, fingerprint)
+        log.info("inbox collection submitted" if job else "inbox collection unchanged", file=rel,
+                 collection=collection, job_id=job)
+
+
+def decode_sidecar(data: bytes, name: str) -> str | None:
+    """Sidecar bytes as text (UTF-8, BOM dropped); None when not UTF-8 (the processor fails the job)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        log.warning("sidecar is not valid UTF-8", file=name, error=str(exc))
+        return None
