@@ -1,0 +1,15 @@
+"""The publisher stage: RasterReady -> STAC item, CollectionUpdate -> STAC collection, into a Sink."""
+
+from publisher.derive import DerivedItem, derive_item
+from publisher.footprint import footprint_wgs84
+from publisher.sink import Sink
+from publisher.stage import PublishResult, publish_collection, publish_raster
+from publisher.static_catalog import StaticCatalog
+from publisher.templates import KeyTemplate, compile_template
+from publisher.validation import InvalidCollection, validate_collection, validate_item
+
+__all__ = [
+    "DerivedItem", "InvalidCollection", "KeyTemplate", "PublishResult", "Sink", "StaticCatalog",
+    "compile_template", "derive_item", "footprint_wgs84", "publish_collection", "publish_raster",
+    "validate_collection", "validate_item",
+]

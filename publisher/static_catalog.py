@@ -1,0 +1,380 @@
+"""A static STAC catalog on disk (a Sink).
+
+Layout (all link hrefs relative, no self links: the catalog can be moved or served from any URL, and
+pystac sets each object's self href from the file it reads)::
+
+    <root>/catalog.json                       rel root, child -> ./<collection>/collection.json
+    <root>/<collection>/collection.json       rel root, parent -> ../catalog.json, item -> ./<id>/<id>.json
+    <root>/<collection>/<id>/<id>.json        rel root, parent, collection -> ../collection.json
+
+Every write goes to a temporary file in the same directory, is fsynced, then ``os.replace``d over the
+target: readers see the old or the new file, never half of one. Read-modify-write sequences (an item
+plus its collection's links and extent, a collection merge, the root's child links) hold an exclusive
+``fcntl.flock`` on ``<root>/.stacdrop.lock``, so several publisher processes (or threads) can share one
+catalog.
+
+Extents are updated incrementally from each item (no rescan). They only grow: replacing an item whose
+datetime or footprint changed widens the extent to cover the new values but never shrinks it, and
+deleting an item leaves it alone. A collection's first bbox / first interval are the ones maintained.
+
+Cost: collection.json lists every item link, so adding one item rewrites it (O(items)). Use
+``put_items`` for batches (one collection write per batch) and the STAC API sink for very large
+collections.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from publisher.sink import POLICIES, DuplicatePolicy, Sink
+from stacdrop.errors import ConfigError, DuplicateItem, InvalidItem, InvalidSidecar, PermanentError, UnknownCollection
+from stacdrop.sidecar import check_id
+
+STAC_VERSION = "1.1.0"
+JSON_TYPE = "application/json"
+LOCK_FILE = ".stacdrop.lock"
+STRUCTURAL_RELS = {"self", "root", "parent", "child", "item", "collection"}
+
+
+class StaticCatalog(Sink):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        title: str = "stacdrop catalog",
+        *,
+        catalog_id: str = "stacdrop",
+        description: str = "Rasters published by stacdrop",
+    ) -> None:
+        self.root = Path(root)
+        self.title = title
+        self.catalog_id = catalog_id
+        self.description = description
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            if not self.catalog_path.exists():
+                self._write(self.catalog_path, self._new_root())
+
+    # ----------------------------------------------------------------- paths and io
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.json"
+
+    def collection_path(self, collection_id: str) -> Path:
+        return self.root / _safe(collection_id, "collection id") / "collection.json"
+
+    def item_path(self, collection_id: str, item_id: str) -> Path:
+        item_id = _safe(item_id, "item id")
+        return self.root / _safe(collection_id, "collection id") / item_id / f"{item_id}.json"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._tlock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with open(self.root / LOCK_FILE, "a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as exc:
+            raise PermanentError(f"{path}: the static catalog file is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def _write(path: Path, doc: dict[str, Any]) -> None:
+        """Atomic write: temp file in the same directory, fsync, os.replace."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _new_root(self) -> dict[str, Any]:
+        return {
+            "type": "Catalog",
+            "stac_version": STAC_VERSION,
+            "id": self.catalog_id,
+            "title": self.title,
+            "description": self.description,
+            "links": [{"rel": "root", "href": "./catalog.json", "type": JSON_TYPE, "title": self.title}],
+        }
+
+    # ----------------------------------------------------------------- collections
+    def has_collection(self, collection_id: str) -> bool:
+        return self.collection_path(collection_id).exists()
+
+    def get_collection(self, collection_id: str) -> dict[str, Any] | None:
+        return self._read(self.collection_path(collection_id))
+
+    def upsert_collection(self, col: dict[str, Any]) -> str:
+        cid = _safe(col.get("id"), "collection id")
+        path = self.collection_path(cid)
+        with self._locked():
+            existing = self._read(path)
+            new = copy.deepcopy(col)
+            new["type"] = "Collection"
+            new.setdefault("stac_version", STAC_VERSION)
+            new.setdefault("stac_extensions", [])
+            other_links = [l for l in new.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
+            item_links: list[dict[str, Any]] = []
+            if existing is not None:
+                item_links = [l for l in existing.get("links", []) if l.get("rel") == "item"]
+                merged = {**existing, **new}
+                if item_links and "extent" in existing:
+                    # The stored extent covers the stored items: the new one may only widen it.
+                    merged["extent"] = _union_extents(new.get("extent") or existing["extent"], existing["extent"])
+                new = merged
+            new["links"] = (
+                [
+                    {"rel": "root", "href": "../catalog.json", "type": JSON_TYPE},
+                    {"rel": "parent", "href": "../catalog.json", "type": JSON_TYPE},
+                ]
+                + other_links
+                + item_links
+            )
+            self._write(path, new)
+            self._add_child(cid, new.get("title"))
+        return "created" if existing is None else "updated"
+
+    def _add_child(self, cid: str, title: Any) -> None:
+        cat = self._read(self.catalog_path) or self._new_root()
+        href = f"./{cid}/collection.json"
+        links = cat.setdefault("links", [])
+        for link in links:
+            if link.get("rel") == "child" and link.get("href") == href:
+                if isinstance(title, str) and link.get("title") != title:
+                    link["title"] = title
+                    self._write(self.catalog_path, cat)
+                return
+        link = {"rel": "child", "href": href, "type": JSON_TYPE}
+        if isinstance(title, str):
+            link["title"] = title
+        links.append(link)
+        self._write(self.catalog_path, cat)
+
+    # ----------------------------------------------------------------- items
+    def get_item(self, collection_id: str, item_id: str) -> dict[str, Any] | None:
+        return self._read(self.item_path(collection_id, item_id))
+
+    def put_item(self, item: dict[str, Any], policy: DuplicatePolicy = "replace") -> str:
+        return self.put_items([item], policy)[0]
+
+    def put_items(self, items: list[dict[str, Any]], policy: DuplicatePolicy = "replace") -> list[str]:
+        """Store items; each collection.json is read and written once per call."""
+        if policy not in POLICIES:
+            raise ConfigError(f"duplicate_policy {policy!r} is not one of {', '.join(POLICIES)}")
+        results: list[str] = []
+        with self._locked():
+            cols: dict[str, dict[str, Any]] = {}
+            changed: set[str] = set()
+            try:
+                for item in items:
+                    cid = _safe(item.get("collection"), "item collection")
+                    iid = _safe(item.get("id"), "item id")
+                    if cid not in cols:
+                        col = self._read(self.collection_path(cid))
+                        if col is None:
+                            raise UnknownCollection(
+                                f"item {iid}: collection {cid!r} does not exist in the static catalog {self.root}"
+                            )
+                        cols[cid] = col
+                    col = cols[cid]
+                    path = self.item_path(cid, iid)
+                    stored = self._read(path)
+                    if stored is not None and policy == "error":
+                        raise DuplicateItem(
+                            f"item {iid} already exists in collection {cid} and the duplicate policy is 'error' "
+                            "(set duplicate_policy = 'replace' or 'skip', or delete the item first)"
+                        )
+                    if stored is not None and policy == "skip":
+                        results.append("skipped")
+                    else:
+                        results.append("created" if stored is None else "replaced")
+                        stored = self._item_with_links(item)
+                        self._write(path, stored)
+                    # Also on skip: repairs a link or extent lost to a crash between the two writes.
+                    if _register_item(col, stored, iid):
+                        changed.add(cid)
+            finally:
+                for cid in changed:
+                    self._write(self.collection_path(cid), cols[cid])
+        return results
+
+    def _item_with_links(self, item: dict[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(item)
+        keep = [l for l in out.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
+        out["links"] = [
+            {"rel": "root", "href": "../../catalog.json", "type": JSON_TYPE},
+            {"rel": "parent", "href": "../collection.json", "type": JSON_TYPE},
+            {"rel": "collection", "href": "../collection.json", "type": JSON_TYPE},
+        ] + keep
+        return out
+
+    def delete_item(self, collection_id: str, item_id: str) -> bool:
+        path = self.item_path(collection_id, item_id)
+        with self._locked():
+            existed = path.exists()
+            if existed:
+                path.unlink()
+                try:
+                    path.parent.rmdir()
+                except OSError:
+                    shutil.rmtree(path.parent, ignore_errors=True)
+            col = self._read(self.collection_path(collection_id))
+            if col is not None:
+                href = f"./{item_id}/{item_id}.json"
+                links = col.get("links", [])
+                kept = [l for l in links if not (l.get("rel") == "item" and l.get("href") == href)]
+                if len(kept) != len(links):
+                    col["links"] = kept
+                    self._write(self.collection_path(collection_id), col)
+        return existed
+
+
+# --------------------------------------------------------------------- helpers
+def _safe(value: Any, what: str) -> str:
+    """Ids become path segments: refuse anything check_id refuses (no '/', '..', ...)."""
+    try:
+        return check_id(value, what, "static catalog")
+    except InvalidSidecar as exc:
+        raise InvalidItem(str(exc)) from None
+
+
+def _register_item(col: dict[str, Any], item: dict[str, Any], item_id: str) -> bool:
+    """Add the item link and widen the extent; True when the collection changed."""
+    changed = False
+    href = f"./{item_id}/{item_id}.json"
+    links = col.setdefault("links", [])
+    if not any(l.get("rel") == "item" and l.get("href") == href for l in links):
+        links.append({"rel": "item", "href": href, "type": "application/geo+json"})
+        changed = True
+    extent = col.get("extent") or {}
+    new_extent = _union_extents(extent, item_extent(item))
+    if new_extent != extent:
+        col["extent"] = new_extent
+        changed = True
+    return changed
+
+
+def item_extent(item: dict[str, Any]) -> dict[str, Any]:
+    """The collection extent of one item."""
+    props = item.get("properties", {})
+    start = props.get("start_datetime") or props.get("datetime")
+    end = props.get("end_datetime") or props.get("datetime")
+    return {"spatial": {"bbox": [list(item["bbox"][:4]) if len(item["bbox"]) == 4 else list(item["bbox"])]},
+            "temporal": {"interval": [[start, end]]}}
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).astimezone(timezone.utc)
+
+
+def _norm_west(x: float) -> float:
+    return ((x + 180.0) % 360.0) - 180.0
+
+
+def _norm_east(x: float) -> float:
+    return -(((-x + 180.0) % 360.0) - 180.0)
+
+
+def union_lon(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """Smallest longitude range covering two ranges; west > east crosses the antimeridian."""
+    if (a[0] <= -180 and a[1] >= 180) or (b[0] <= -180 and b[1] >= 180):
+        return (-180.0, 180.0)
+    aw, ae = a[0], a[1] if a[1] >= a[0] else a[1] + 360.0
+    bw, be = b[0], b[1] if b[1] >= b[0] else b[1] + 360.0
+    best: tuple[float, bool, float, float] | None = None
+    for shift in (0.0, -360.0, 360.0):
+        lo, hi = min(aw, bw + shift), max(ae, be + shift)
+        crosses = _norm_west(lo) > _norm_east(hi)
+        key = (round(hi - lo, 9), crosses, lo, hi)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    assert best is not None
+    span, _, lo, hi = best
+    if span >= 360.0:
+        return (-180.0, 180.0)
+    return (_norm_west(lo), _norm_east(hi))
+
+
+def _union_bbox(a: list[float], b: list[float]) -> list[float]:
+    def parts(bb: list[float]) -> tuple[float, float, float, float, float | None, float | None]:
+        if len(bb) == 6:
+            return bb[0], bb[1], bb[3], bb[4], bb[2], bb[5]
+        return bb[0], bb[1], bb[2], bb[3], None, None
+
+    aw, as_, ae, an, az0, az1 = parts(a)
+    bw, bs, be, bn, bz0, bz1 = parts(b)
+    w, e = union_lon((aw, ae), (bw, be))
+    s, n = min(as_, bs), max(an, bn)
+    if az0 is not None or bz0 is not None:
+        zs = [z for z in (az0, bz0) if z is not None]
+        zn = [z for z in (az1, bz1) if z is not None]
+        return [w, s, min(zs), e, n, max(zn)]
+    return [w, s, e, n]
+
+
+def _union_extents(base: dict[str, Any], add: dict[str, Any]) -> dict[str, Any]:
+    """``base`` widened so that its first bbox and first interval also cover ``add``'s first ones.
+
+    Further bboxes / intervals (finer descriptions, see the STAC collection spec) are kept from ``base``.
+    A null interval end is open and stays open.
+    """
+    out = copy.deepcopy(base) if base else {}
+    base_bboxes = (out.get("spatial") or {}).get("bbox") or []
+    add_bboxes = (add.get("spatial") or {}).get("bbox") or []
+    if base_bboxes and add_bboxes:
+        bboxes = [_union_bbox(base_bboxes[0], add_bboxes[0])] + base_bboxes[1:]
+    else:
+        bboxes = base_bboxes or [list(b) for b in add_bboxes[:1]]
+    base_iv = (out.get("temporal") or {}).get("interval") or []
+    add_iv = (add.get("temporal") or {}).get("interval") or []
+    if base_iv and add_iv:
+        (b0, b1), (a0, a1) = base_iv[0], add_iv[0]
+        start = None if b0 is None or a0 is None else (b0 if _dt(b0) <= _dt(a0) else a0)
+        end = None if b1 is None or a1 is None else (b1 if _dt(b1) >= _dt(a1) else a1)
+        intervals = [[start, end]] + base_iv[1:]
+    else:
+        intervals = base_iv or [list(i) for i in add_iv[:1]]
+    out["spatial"] = {**(out.get("spatial") or {}), "bbox": bboxes}
+    out["temporal"] = {**(out.get("temporal") or {}), "interval": intervals}
+    return out
