@@ -105,18 +105,27 @@ def _blame(src: str, dst: str, name: str, exc: BaseException) -> Exception:
     return ConversionFailed(f"{name}: COG conversion failed: {message}")
 
 
-def is_valid_cog(path: str) -> bool:
+CATEGORICAL = ("nearest", "mode")
+
+
+def is_valid_cog(path: str, *, resampling: str | None = None) -> bool:
     """True when ``path`` can be stored as is: a valid COG by ``cog_validate`` (no errors) and ours.
 
     Our requirements on top: tiled TIFF (cog_validate lets a striped file of <= 512 px pass), compressed
     (any codec), internal overviews when larger than 512 px, nothing in side files (.ovr, .msk, .aux.xml
-    would be lost when only the .tif is stored). The tile size is not required to be 512.
+    would be lost when only the .tif is stored). The tile size is not required to be 512, the codec may
+    be any. When ``resampling`` is categorical (nearest/mode), existing overviews must say they were made
+    that way (rio-cogeo's ``OVERVIEW_RESAMPLING`` tag): "average" overviews would invent classes.
     """
     try:
         with rasterio.Env(**ENV):
             with rasterio.open(path) as ds:
                 if ds.driver != "GTiff" or len(ds.files) != 1:
                     return False
+                if resampling in CATEGORICAL and ds.overviews(1):
+                    made_with = ds.tags().get("OVERVIEW_RESAMPLING", "").lower()
+                    if made_with not in CATEGORICAL:
+                        return False
             valid, errors, warnings = cog_validate(path, quiet=True)
         if not valid or errors or warnings:
             return False

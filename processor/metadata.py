@@ -95,26 +95,57 @@ def _stats_shape(ds: rasterio.io.DatasetReader) -> tuple[int, int]:
     return math.ceil(ds.height / best), math.ceil(ds.width / best)
 
 
+def _valid_mask(ds: rasterio.io.DatasetReader, data: np.ndarray, band_index: int) -> np.ndarray | None:
+    """Valid pixels of one band (True = valid), or None when all are valid.
+
+    A nodata mask is computed from the data already read (asking GDAL would read the pixels again); a real
+    mask band (internal mask, alpha) is read at the same reduced size.
+    """
+    flags = ds.mask_flag_enums[band_index]
+    band = data[band_index]
+    valid: np.ndarray | None = None
+    if MaskFlags.nodata in flags:
+        nodata = ds.nodatavals[band_index]
+        valid = ~np.isnan(band) if nodata is not None and math.isnan(nodata) else band != np.array(nodata).astype(band.dtype)
+    elif MaskFlags.all_valid not in flags:
+        masks = ds.read_masks(band_index + 1, out_shape=band.shape)
+        valid = masks != 0
+    if np.issubdtype(band.dtype, np.floating):
+        finite = np.isfinite(band)
+        valid = finite if valid is None else valid & finite
+    return valid
+
+
 def _statistics(ds: rasterio.io.DatasetReader) -> list[dict[str, float] | None]:
     height, width = _stats_shape(ds)
-    data = ds.read(out_shape=(ds.count, height, width), masked=True)
+    data = ds.read(out_shape=(ds.count, height, width))
+    shared: np.ndarray | None = None
+    shared_done = False
     out: list[dict[str, float] | None] = []
-    for band in data:
-        if np.issubdtype(band.dtype, np.floating):
-            band = np.ma.masked_invalid(band, copy=False)
-        valid = band.compressed()
+    for i in range(ds.count):
+        flags = ds.mask_flag_enums[i]
+        if MaskFlags.per_dataset in flags and not np.issubdtype(data.dtype, np.floating):
+            if not shared_done:  # one mask for all bands: read it once
+                shared, shared_done = _valid_mask(ds, data, i), True
+            valid = shared
+        else:
+            valid = _valid_mask(ds, data, i)
+        band = data[i]
+        values = band.ravel() if valid is None else band[valid]
         total = band.size
-        if valid.size == 0:
+        if values.size == 0:
             out.append({"valid_percent": 0.0})
             continue
-        values = valid.astype(np.float64, copy=False)
+        centered = values.astype(np.float64)
+        mean = float(centered.mean())
+        centered -= mean
         out.append(
             {
                 "minimum": float(values.min()),
                 "maximum": float(values.max()),
-                "mean": float(values.mean()),
-                "stddev": float(values.std()),
-                "valid_percent": float(100.0 * valid.size / total),
+                "mean": mean,
+                "stddev": float(np.sqrt(np.dot(centered, centered) / centered.size)),
+                "valid_percent": float(100.0 * values.size / total),
             }
         )
     return out

@@ -72,7 +72,7 @@ def process_raster(
 
         on_step("convert")
         with tempfile.TemporaryDirectory(dir=workdir, prefix="cog-") as tmpdir:
-            if not coll.target_crs and is_valid_cog(local):
+            if not coll.target_crs and is_valid_cog(local, resampling=coll.resampling):
                 # No conversion reads this input: decode it all once (cheaper than a conversion).
                 check_blocks_readable(local, key)
                 cog_path, converted, move = local, False, False

@@ -199,6 +199,37 @@ def test_any_compression_cog_stored_as_is_but_striped_small_file_converted(env):
     assert run(env, lzw).converted is False
 
 
+def test_categorical_collection_stores_cog_as_is_only_with_categorical_overviews(env):
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    plain = write_geotiff(env["tmp"] / "plain.tif", width=1024, height=1024, dtype="uint8", data=classes_data())
+    ours = env["inbox"] / "average.tif"
+    convert_to_cog(str(plain), str(ours), resampling="average")
+    moded = env["inbox"] / "mode.tif"
+    cog_translate(str(plain), str(moded), cog_profiles.get("deflate"), overview_resampling="mode", quiet=True)
+    settings = Settings(collections={"coll": {"resampling": "mode"}})
+    assert run(env, ours, settings=settings).converted is True
+    assert run(env, moded, settings=settings).converted is False
+    assert run(env, ours).converted is False  # an "average" collection takes any overviews
+
+
+def test_corrupt_input_with_reprojection(env):
+    src = _corrupt(env["inbox"] / "corrupt.tif")
+    settings = Settings(collections={"coll": {"target_crs": "EPSG:3857"}})
+    with pytest.raises(InvalidRaster, match="coll/corrupt.tif"):
+        run(env, src, settings=settings)
+    assert_clean(env)
+
+
+def test_uncompressed_cog_is_converted(env):
+    plain = write_geotiff(env["tmp"] / "plain.tif", width=600, height=600)
+    raw = env["inbox"] / "raw.tif"
+    rasterio.shutil.copy(str(plain), str(raw), driver="COG", COMPRESS="NONE")
+    assert not is_valid_cog(str(raw))
+    assert run(env, raw).converted is True
+
+
 def test_target_crs_reprojects_even_a_cog(env):
     plain = write_geotiff(env["tmp"] / "plain.tif", width=600, height=600)
     src = env["inbox"] / "cog.tif"
@@ -335,6 +366,7 @@ BAD_RASTERS = {
     "truncated-striped.tif": (lambda p: _truncate(p), "truncated"),
     "truncated-tiled.tif": (lambda p: _truncate(p, tiled=True, compress="deflate"), "truncated"),
     "truncated-cog.tif": (_truncated_cog, "truncated"),
+    "truncated-header.tif": (lambda p: (p.write_bytes(write_geotiff(p).read_bytes()[:100]), p)[1], "truncated"),
     "truncated-bigtiff.tif": (_truncated_bigtiff, "truncated"),
     "corrupt.tif": (_corrupt, "cannot be read"),
     "corrupt-cog.tif": (lambda p: _corrupt(p, cog=True), "cannot be read"),
