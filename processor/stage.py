@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stacdrop.config import Settings
-from stacdrop.errors import MissingSidecar
+from stacdrop.errors import InvalidSidecar, MissingSidecar
 from stacdrop.messages import IngestRequest, RasterReady
 from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
 
@@ -49,6 +49,9 @@ def process_raster(
     # (1) sidecar, before any I/O on the raster
     sidecar: Sidecar | None = None
     sidecar_name = request.sidecar_name
+    if request.sidecar_text is None and sidecar_name:
+        # The watcher found a sidecar but could not decode it: never fall back to key-only metadata.
+        raise InvalidSidecar(f"{sidecar_name}: the sidecar is not valid UTF-8 text")
     if request.sidecar_text is None:
         if not settings.collection(request.collection).allow_key_only:
             raise MissingSidecar(
@@ -59,6 +62,10 @@ def process_raster(
         sidecar_name = sidecar_name or expected_sidecar_name(key)
         sidecar = parse_sidecar(request.sidecar_text, sidecar_name)
     collection = (sidecar.collection if sidecar else None) or request.collection
+    if not collection:
+        raise InvalidSidecar(
+            f"{key}: no collection: drop rasters into inbox/<collection-id>/, or name the collection in the sidecar"
+        )
     check_id(collection, "collection", sidecar_name or key)
     coll = settings.collection(collection)
     cog_key = store_key(coll.store_key, collection=collection, filename=filename, item_id=sidecar.id if sidecar else None)
