@@ -122,6 +122,8 @@ def is_valid_cog(path: str, *, resampling: str | None = None) -> bool:
             with rasterio.open(path) as ds:
                 if ds.driver != "GTiff" or len(ds.files) != 1:
                     return False
+                if not ds.profile.get("tiled", False):
+                    return False  # striped: not ours to store as is (and skips cog_validate's cost)
                 if resampling in CATEGORICAL and ds.overviews(1):
                     made_with = ds.tags().get("OVERVIEW_RESAMPLING", "").lower()
                     if made_with not in CATEGORICAL:

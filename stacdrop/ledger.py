@@ -112,6 +112,19 @@ class Event:
 
 
 @dataclass
+class PendingEvent:
+    """An event recorded in memory, written later with others in one transaction."""
+
+    stage: str
+    step: str
+    status: str
+    at: datetime
+    attempt: int | None = None
+    message: str | None = None
+    error_class: str | None = None
+
+
+@dataclass
 class Job:
     id: str
     kind: str
@@ -257,9 +270,13 @@ class Ledger:
         message: str | None = None,
         error_class: str | None = None,
         attempt: int | None = None,
+        before: list[PendingEvent] | None = None,
         **fields: Any,
     ) -> None:
-        """Append an event to the job's history and update the job's current fields in one transaction."""
+        """Append an event to the job's history and update the job's current fields in one transaction.
+
+        ``before``: events recorded in memory earlier (quick steps), written first in the same transaction.
+        """
         unknown = set(fields) - JOB_UPDATABLE
         if unknown:
             raise ValueError(f"not job fields: {sorted(unknown)}")
@@ -271,12 +288,18 @@ class Ledger:
             values.update(error_class=None, error=None)
         if "state" in fields and fields["state"] in FINAL_STATES and "finished_at" not in fields:
             values["finished_at"] = now
+        rows = [_event_row(job_id, e) for e in before or ()]
+        rows.append(dict(job_id=job_id, at=now, stage=stage, step=step, status=status, attempt=attempt,
+                         error_class=error_class, message=message))
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
-            conn.execute(
-                events.insert().values(job_id=job_id, at=now, stage=stage, step=step, status=status,
-                                       attempt=attempt, error_class=error_class, message=message)
-            )
+            conn.execute(events.insert(), rows)
+
+    def add_events(self, job_id: str, pending: list[PendingEvent], *, step: str) -> None:
+        """Write events recorded in memory, and set the job's current step."""
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(step=step, updated_at=utcnow()))
+            conn.execute(events.insert(), [_event_row(job_id, e) for e in pending])
 
     def list_jobs(
         self,
@@ -359,6 +382,11 @@ class Ledger:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+
+def _event_row(job_id: str, event: PendingEvent) -> dict[str, Any]:
+    return dict(job_id=job_id, at=event.at, stage=event.stage, step=event.step, status=event.status,
+                attempt=event.attempt, error_class=event.error_class, message=event.message)
 
 
 def normalise_db_url(url: str) -> str:

@@ -10,6 +10,7 @@ or the last retry goes to the dead letters, and the job says why.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ import structlog
 
 from stacdrop.bus.base import Bus, Delivery
 from stacdrop.errors import classify
-from stacdrop.ledger import FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger
-from stacdrop.messages import Envelope
+from stacdrop.ledger import (
+    FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger, PendingEvent,
+)
+from stacdrop.messages import Envelope, utcnow
 from stacdrop.retry import RetryPolicy
 
 log = structlog.get_logger("stacdrop.runtime")
@@ -38,19 +41,34 @@ class StageOutcome:
 
 
 class StepRecorder:
-    """Handed to a handler so that the job shows which step it is in (fetch, convert, store, ...)."""
+    """Handed to a handler so that the job shows which step it is in (fetch, convert, store, ...).
 
-    def __init__(self, ledger: Ledger, job_id: str, stage: str, attempt: int) -> None:
+    Steps of quick work are kept in memory and written with the stage's outcome in one transaction (a
+    ledger write per step would cost more than converting a small raster); once a stage has run for
+    ``flush_after`` seconds, every step is written as it starts, so long conversions show live.
+    """
+
+    def __init__(self, ledger: Ledger, job_id: str, stage: str, attempt: int, flush_after: float = 0.5) -> None:
         self.ledger = ledger
         self.job_id = job_id
         self.stage = stage
         self.attempt = attempt
         self.current = "start"
+        self.started = time.monotonic()
+        self.flush_after = flush_after
+        self.pending: list[PendingEvent] = []
 
     def __call__(self, step: str, message: str | None = None) -> None:
         self.current = step
-        self.ledger.record(self.job_id, stage=self.stage, step=step, status="running", attempt=self.attempt,
-                           message=message)
+        self.pending.append(PendingEvent(stage=self.stage, step=step, status="running", attempt=self.attempt,
+                                         message=message, at=utcnow()))
+        if time.monotonic() - self.started >= self.flush_after:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.ledger.add_events(self.job_id, self.pending, step=self.current)
+            self.pending = []
 
 
 StageHandler = Callable[[Envelope, Job, StepRecorder], StageOutcome]
@@ -110,7 +128,7 @@ class StageRunner:
             self._fail(delivery, job, steps, exc, attempt)
             return
         self.ledger.record(job.id, stage=self.stage, step=outcome.step, status="succeeded", attempt=attempt,
-                           state=outcome.state, message=outcome.message,
+                           state=outcome.state, message=outcome.message, before=steps.pending,
                            **outcome.fields)
         delivery.ack()
         log.info(outcome.message, state=outcome.state)
@@ -141,6 +159,7 @@ class StageRunner:
                         error_class: str, text: str) -> None:
         try:
             self.ledger.record(job.id, stage=self.stage, step=steps.current, status=status, attempt=attempt,
-                               state=state, error_class=error_class, error=text, message=text)
+                               state=state, error_class=error_class, error=text, message=text,
+                               before=steps.pending)
         except Exception:  # noqa: BLE001 - the bus outcome must still happen; the ledger is down
             log.exception("could not record the failure in the ledger")
