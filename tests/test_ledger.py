@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from stacdrop.ledger import FAILED, PUBLISHED, QUEUED, Ledger
 
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:  # noqa: ANN001
@@ -20,7 +22,8 @@ def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:  # noq
         return
     from tests.services import ensure_postgres
 
-    admin_url = ensure_postgres()
+    ensure_postgres()
+    admin_url = PG_ADMIN_URL
     name = f"ledger_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
