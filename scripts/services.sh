@@ -27,7 +27,14 @@ wait_port PostgreSQL 5432 60
 
 if ! port_open 5672; then
   echo "services: starting RabbitMQ"
+  # The management plugin gives `stacdrop queues` its rates and lets tests close connections server-side.
+  rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
   rabbitmq-server -detached
 fi
 wait_port RabbitMQ 5672 120
-echo "services: PostgreSQL and RabbitMQ are up"
+if ! port_open 15672; then
+  echo "services: enabling the RabbitMQ management plugin"
+  rabbitmq-plugins enable rabbitmq_management >/dev/null
+fi
+wait_port "RabbitMQ management" 15672 60
+echo "services: PostgreSQL and RabbitMQ (with management) are up"
