@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.daemon import DaemonProcess, base_env, ledger_for, wait_until, write_collection  # noqa: E402
 from tests.rasters import write_geotiff  # noqa: E402
+from processor.cogeo import ENV, cog_creation_options  # noqa: E402
 
-COG_OPTIONS = dict(driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512, OVERVIEW_RESAMPLING="average",
-                   BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+# The same creation options and GDAL environment as the processor (default "average" resampling).
+COG_OPTIONS = dict(driver="COG", **cog_creation_options(resampling="average"))
+
 
 
 def make_inputs(folder: Path, count: int) -> list[Path]:
@@ -47,7 +49,7 @@ def bare_conversion(paths: list[Path], out: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for path in paths:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.Env(**ENV):
             rasterio.shutil.copy(str(path), str(out / path.name), **COG_OPTIONS)
     return time.perf_counter() - start
 
@@ -72,7 +74,7 @@ def pipeline(paths: list[Path], root: Path, workers: int, broker: str | None) ->
             os.rename(staging / path.with_suffix(".json").name, inbox / "bench" / path.with_suffix(".json").name)
             os.rename(staging / path.name, inbox / "bench" / path.name)
         dropped = time.perf_counter() - start
-        wait_until(lambda: len(ledger.list_jobs(state="published", limit=100000)) >= len(paths) + 1, 1800,
+        wait_until(lambda: ledger.count_by_state().get("published", 0) >= len(paths) + 1, 1800,
                    "all items published", daemon)
         elapsed = time.perf_counter() - start
         failed = ledger.list_jobs(state="failed", limit=5)
