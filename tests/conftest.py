@@ -1,0 +1,78 @@
+"""Shared fixtures. Keep this file small and generic; service helpers live in tests/services.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacdrop.bus import open_bus
+from stacdrop.bus.base import Bus
+from tests.services import ServiceUnavailable, delete_rabbit_prefix, ensure_postgres, ensure_rabbitmq, unique_prefix
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    """amqp:// URL of the local RabbitMQ, started if it is down (skip if it is not installed)."""
+    try:
+        return ensure_rabbitmq()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """libpq DSN of the local PostgreSQL superuser, started if it is down (skip if it is not installed)."""
+    try:
+        return ensure_postgres()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@dataclass
+class BusSpec:
+    """How to open (again) the bus of one test: same URL and options give the same queues."""
+
+    engine: str
+    url: str
+    options: dict[str, Any]
+    opened: list[Bus] = field(default_factory=list)
+
+    def open(self, *, liveness: float | None = None, **overrides: Any) -> Bus:
+        """A new bus instance on the same queues. ``liveness`` = the engine's keep-alive period
+        (RabbitMQ heartbeat, SQLite lease), for tests of handlers that outlive it."""
+        options = {**self.options, **overrides}
+        if liveness is not None:
+            options["heartbeat" if self.engine == "rabbitmq" else "lease_seconds"] = liveness
+        bus = open_bus(self.url, **options)
+        bus.setup()
+        self.opened.append(bus)
+        return bus
+
+    def close_all(self) -> None:
+        for bus in self.opened:
+            bus.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def bus_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BusSpec]:
+    if request.param == "sqlite":
+        spec = BusSpec("sqlite", f"sqlite:///{tmp_path}/queue.db", {})
+        yield spec
+        spec.close_all()
+        return
+    url = request.getfixturevalue("rabbit_url")
+    prefix = unique_prefix()
+    spec = BusSpec("rabbitmq", url, {"prefix": prefix})
+    yield spec
+    spec.close_all()
+    delete_rabbit_prefix(url, prefix)
+
+
+@pytest.fixture
+def bus(bus_spec: BusSpec) -> Bus:
+    """A fresh, empty bus of each engine."""
+    return bus_spec.open()
