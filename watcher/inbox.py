@@ -9,8 +9,8 @@
 3. pairs rasters with sidecars (``watcher.pairing.Pairer``) and hands each pair to one worker thread,
    which skips it when its stat fingerprint is the one the intake remembers (restarts stay cheap), and
    otherwise hashes the raster (sha256, streamed) and calls ``intake.submit_raster``;
-4. rescans the whole tree every ``settings.rescan_interval`` seconds (0 = off) to catch missed events
-   and to retry files whose submission failed;
+4. rescans the whole tree every ``settings.rescan_interval`` seconds (0 = off) to catch missed events;
+   a submission that fails (broker or ledger down) is retried with backoff until it goes through;
 5. never dies because of one file: errors are logged with the file and the loop goes on.
 
 Sidecar text is decoded as UTF-8 (a BOM is dropped). A sidecar that is not valid UTF-8 is submitted as
@@ -96,7 +96,8 @@ class _Settling:
 
 @dataclass(frozen=True)
 class _Failed:
-    """Posted by the worker: forget that this file was seen, so that the next rescan retries it."""
+    """Posted by the worker: forget that this file was seen (it changed while being hashed), so that it
+    is picked up again once it settles."""
 
     rel: str
 
@@ -334,18 +335,26 @@ class LocalInbox:
                 return
             action, priority = item
             rel = action.raster if isinstance(action, EmitRaster) else action.rel
-            try:
-                if isinstance(action, EmitRaster):
-                    self._submit_raster(action.raster, action.sidecar, priority)
-                else:
-                    self._submit_collection(action.rel)
-            except _Stopped:
-                return
-            except FileNotFoundError:
-                log.info("inbox file gone before submission", file=rel)
-            except Exception:
-                log.exception("inbox submission failed", file=rel, inbox=str(self.root))
-                self._events.put(_Failed(rel))
+            delay = 1.0
+            while True:
+                try:
+                    if isinstance(action, EmitRaster):
+                        self._submit_raster(action.raster, action.sidecar, priority)
+                    else:
+                        self._submit_collection(action.rel)
+                    break
+                except _Stopped:
+                    return
+                except FileNotFoundError:
+                    log.info("inbox file gone before submission", file=rel)
+                    break
+                except Exception as exc:  # noqa: BLE001 - the broker or the ledger is down: wait, try again
+                    # Retrying here (not at the next rescan) keeps drops flowing seconds after an outage;
+                    # later files wait behind this one, which keeps their order.
+                    log.warning("inbox submission failed; retrying", file=rel, error=repr(exc), retry_in=delay)
+                    if self._stop.wait(delay):
+                        return
+                    delay = min(delay * 2, 60.0)
 
     def _sha256(self, path: Path) -> str:
         digest = hashlib.sha256()
