@@ -139,12 +139,15 @@ def _statistics(ds: rasterio.io.DatasetReader) -> list[dict[str, float] | None]:
         centered = values.astype(np.float64)
         mean = float(centered.mean())
         centered -= mean
+        # Squares summed by numpy, not np.dot: a BLAS dot of this size wakes OpenBLAS's thread pool,
+        # whose threads then spin and burn a core for milliseconds after every call.
+        np.square(centered, out=centered)
         out.append(
             {
                 "minimum": float(values.min()),
                 "maximum": float(values.max()),
                 "mean": mean,
-                "stddev": float(np.sqrt(np.dot(centered, centered) / centered.size)),
+                "stddev": float(np.sqrt(centered.sum() / centered.size)),
                 "valid_percent": float(100.0 * values.size / total),
             }
         )
