@@ -76,7 +76,7 @@ class SqliteBus(Bus):
         queues: Iterable[str] = QUEUES,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.05,
-        max_poll_interval: float = 0.5,
+        max_poll_interval: float = 0.25,
     ) -> None:
         self.path = _path_from_url(url)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +90,13 @@ class SqliteBus(Bus):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._consumers: dict[str, int] = {}
+        # Leases held by this bus's consumers, renewed by one long-lived thread (not a thread per delivery).
+        self._leases: dict[str, str] = {}  # message id -> lease owner
+        self._renewer: threading.Thread | None = None
+        self._closed = threading.Event()
+        # Wakes this process's idle consumers when it publishes (other processes are found by polling).
+        self._published = threading.Condition(threading.Lock())
+        self._publish_seq = 0
         self.setup()
 
     # -- plumbing -------------------------------------------------------------------------------------
@@ -101,6 +108,7 @@ class SqliteBus(Bus):
             self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             self._conn.close()
 
@@ -112,6 +120,18 @@ class SqliteBus(Bus):
                 "INSERT OR IGNORE INTO messages (id, queue, priority, available_at, envelope) VALUES (?,?,?,?,?)",
                 (envelope.id, queue, envelope.priority, time.time(), envelope.model_dump_json()),
             )
+        self._notify_published()
+
+    def _notify_published(self) -> None:
+        with self._published:
+            self._publish_seq += 1
+            self._published.notify_all()
+
+    def _wait_for_publish(self, seq: int, timeout: float) -> None:
+        """Sleep up to ``timeout`` unless this process publishes (or has published) after ``seq``."""
+        with self._published:
+            if self._publish_seq == seq:
+                self._published.wait(timeout)
 
     def _check_queue(self, queue: str) -> None:
         if queue not in self.queues:
@@ -130,9 +150,10 @@ class SqliteBus(Bus):
                 if time.monotonic() - last_reap > 5.0:
                     self._reap_dead_owners()
                     last_reap = time.monotonic()
+                seq = self._publish_seq
                 claimed = self._claim(queue, owner)
                 if claimed is None:
-                    stop.wait(idle)
+                    self._wait_for_publish(seq, idle)
                     idle = min(self.max_poll_interval, idle * 1.5)
                     continue
                 idle = self.poll_interval
@@ -143,6 +164,14 @@ class SqliteBus(Bus):
 
     def _claim(self, queue: str, owner: str) -> tuple[Envelope, int] | None:
         now = time.time()
+        # An empty poll is a plain read: no write lock taken (other processes keep writing meanwhile).
+        with self._lock:
+            if self._conn.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND available_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) LIMIT 1",
+                (queue, now, now),
+            ).fetchone() is None:
+                return None
         with self._tx() as cur:
             row = cur.execute(
                 "SELECT seq, envelope, deliveries FROM messages WHERE queue = ? AND available_at <= ? "
@@ -159,25 +188,37 @@ class SqliteBus(Bus):
         return Envelope.model_validate_json(row[1]), row[2] + 1
 
     def _handle_with_lease(self, delivery: "SqliteDelivery", handler: DeliveryHandler) -> None:
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(self.lease_seconds / 3):
-                with self._tx() as cur:
-                    cur.execute(
-                        "UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?",
-                        (time.time() + self.lease_seconds, delivery.envelope.id, delivery.owner),
-                    )
-
-        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
-        renewer.start()
+        self._hold_lease(delivery)
         try:
             handler(delivery)
         finally:
-            done.set()
-            renewer.join()
+            self._leases.pop(delivery.envelope.id, None)
             if not delivery.settled:
                 delivery.release()
+
+    def _hold_lease(self, delivery: "SqliteDelivery") -> None:
+        """Renew the delivery's lease (every ``lease_seconds / 3``) until it is dropped from ``_leases``."""
+        with self._lock:
+            self._leases[delivery.envelope.id] = delivery.owner
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_leases, name="lease-renewer", daemon=True)
+                self._renewer.start()
+
+    def _renew_leases(self) -> None:
+        while not self._closed.wait(self.lease_seconds / 3):
+            held = list(self._leases.items())
+            if not held:
+                continue
+            try:
+                with self._tx() as cur:
+                    cur.executemany(
+                        "UPDATE messages SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                        [(time.time() + self.lease_seconds, mid, owner) for mid, owner in held],
+                    )
+            except sqlite3.ProgrammingError:
+                return  # the bus was closed
+            except sqlite3.Error:
+                continue  # busy or locked: try again at the next period, well within the lease
 
     def _reap_dead_owners(self) -> None:
         """Free the leases of consumers on this host whose process is gone (kill -9)."""
