@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
+import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,21 @@ def expected_sidecar_name(raster_key: str) -> str:
     """``a/b/NAME.tif`` -> ``a/b/NAME.json``."""
     stem, _ext = posixpath.splitext(raster_key)
     return stem + ".json"
+
+
+def _remove_prefixed(folder: Path, prefix: str) -> None:
+    """Remove the files in ``folder`` whose names start with ``prefix`` (a failed or moved conversion's)."""
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def conversion_threads(settings: Settings) -> str:
@@ -71,20 +87,25 @@ def process_raster(
     cog_key = store_key(coll.store_key, collection=collection, filename=filename, item_id=sidecar.id if sidecar else None)
 
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if not workdir.is_dir():
+        workdir.mkdir(parents=True, exist_ok=True)
     on_step("fetch")
     with fetch_source(request.source.url, workdir) as local:
         on_step("validate")
         validate_input(local, key)
 
         on_step("convert")
-        with tempfile.TemporaryDirectory(dir=workdir, prefix="cog-") as tmpdir:
+        # A unique file name in the workdir instead of a temporary directory per file: GDAL's side files
+        # (``NAME.ovr.tmp`` ...) share its prefix, and whatever is left under the prefix is removed below.
+        prefix = f"cog-{uuid.uuid4().hex[:16]}-"
+        try:
             if not coll.target_crs and is_valid_cog(local, resampling=coll.resampling):
                 # No conversion reads this input: decode it all once (cheaper than a conversion).
                 check_blocks_readable(local, key)
                 cog_path, converted, move = local, False, False
             else:
-                cog_path = os.path.join(tmpdir, filename if filename.lower().endswith((".tif", ".tiff")) else filename + ".tif")
+                cog_name = filename if filename.lower().endswith((".tif", ".tiff")) else filename + ".tif"
+                cog_path = os.path.join(workdir, prefix + cog_name)
                 convert_to_cog(
                     local,
                     cog_path,
@@ -98,6 +119,8 @@ def process_raster(
 
             on_step("store")
             stored = store.put(Path(cog_path), cog_key, content_type=COG_MEDIA_TYPE, move=move)
+        finally:
+            _remove_prefixed(workdir, prefix)
 
     on_step("metadata")
     metadata = read_raster_metadata(store.local_path_or_url(cog_key))

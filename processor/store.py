@@ -22,6 +22,7 @@ from stacdrop.messages import StoredObject
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _CHUNK = 4 << 20
+_OVERLAP_MIN = 16 << 20  # below this, fsync then hash in the calling thread
 
 
 class InvalidStoreKey(PermanentError):
@@ -177,6 +178,14 @@ class LocalStore(Store):
 
     @staticmethod
     def _move_in(local_path: Path, tmp: Path, final: Path) -> tuple[int, str]:
+        size = os.path.getsize(local_path)
+        if size <= _OVERLAP_MIN:
+            # Small file: a thread would cost more than the overlap saves.
+            with open(local_path, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = sha256_file(local_path)
+            os.replace(local_path, final)
+            return size, digest
         # Hash (CPU, from the page cache) while fsync flushes (I/O): both release the GIL.
         errors: list[BaseException] = []
 
@@ -190,7 +199,6 @@ class LocalStore(Store):
         flusher = threading.Thread(target=flush, name="store-fsync")
         flusher.start()
         try:
-            size = os.path.getsize(local_path)
             digest = sha256_file(local_path)
         finally:
             flusher.join()
