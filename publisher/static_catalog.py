@@ -112,7 +112,7 @@ class StaticCatalog(Sink):
     def _write(path: Path, doc: dict[str, Any]) -> None:
         """Atomic write: temp file in the same directory, fsync, os.replace."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        data = _dumps(doc)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, 0o644)
@@ -271,6 +271,27 @@ class StaticCatalog(Sink):
 
 
 # --------------------------------------------------------------------- helpers
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    """JSON text with one top-level field per line and one element per line in lists of objects (links).
+
+    Readable and diff-friendly like ``indent=2`` but made by the C encoder (``indent`` makes json use its
+    pure-Python encoder: the collection.json of a large collection cost milliseconds per item).
+    """
+    lines = []
+    for key, value in doc.items():
+        name = _compact(str(key))
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            inner = ",\n    ".join(_compact(v) for v in value)
+            lines.append(f"  {name}: [\n    {inner}\n  ]")
+        else:
+            lines.append(f"  {name}: {_compact(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n" if lines else "{}\n"
+
+
 def _safe(value: Any, what: str) -> str:
     """Ids become path segments: refuse anything check_id refuses (no '/', '..', ...)."""
     try:
