@@ -200,7 +200,15 @@ class Ledger:
         if self.url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._create_lock = threading.Lock()
-        metadata.create_all(self.engine)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        """Create the tables when missing. Several processes starting at once on a new PostgreSQL database
+        would race in CREATE TABLE: a transaction-scoped advisory lock makes them take turns."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+            metadata.create_all(conn)
 
     def close(self) -> None:
         self.engine.dispose()
