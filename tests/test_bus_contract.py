@@ -429,6 +429,12 @@ def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:  # noqa: ANN
     assert bus._retry_level(600) == 1024 and bus._retry_level(5000) == 1024
     with pytest.raises(ConfigError, match="other arguments"):
         rabbit(max_priority=3).setup()
+    from stacdrop.bus import open_bus  # noqa: PLC0415
+
+    tuned = open_bus(bus.url + "?heartbeat=7&claim_interval=120", prefix=rabbit.prefix)
+    assert (tuned.claim_interval, tuned.heartbeat) == (120.0, 7)
+    assert [(s.ready, s.dead) for s in tuned.stats()] == [(0, 0), (0, 0)]
+    tuned.close()
 
 
 @rabbit_only

@@ -29,12 +29,12 @@ second worker gets it while the first one is alive.
 from __future__ import annotations
 
 import math
+import queue as queue_module
 import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -69,6 +69,20 @@ def _for_replay(env: Envelope) -> Envelope:
     return env.model_copy(update={"attempts": 0, "history": history})
 
 
+URL_OPTIONS = ("claim_interval",)  # bus options an operator may put in the broker URL's query string
+
+
+def _split_bus_options(url: str) -> tuple[str, dict[str, float]]:
+    """``amqp://...?heartbeat=30&claim_interval=300`` -> pika's URL and {"claim_interval": 300.0}."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: float(v) for k, v in query if k in URL_OPTIONS}
+    if not ours:
+        return url, {}
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in URL_OPTIONS])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), ours
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -86,13 +100,15 @@ class RabbitBus(Bus):
         prefix: str = "stacdrop",
         heartbeat: int = 30,
         retry_levels: Sequence[float] = DEFAULT_RETRY_LEVELS,
-        max_priority: int = 10,
+        max_priority: int = 5,  # Priority.LIVE; fewer levels are cheaper for the broker
         claim_interval: float = 600.0,
         claim_ttl: float = 30.0,
         management_url: str | None = None,
         reconnect_max: float = 30.0,
     ) -> None:
+        url, from_url = _split_bus_options(url)
         self.url = url
+        claim_interval = from_url.get("claim_interval", claim_interval)
         self.queues = tuple(queues)
         self.prefix = prefix
         self.exchange = prefix
@@ -107,6 +123,7 @@ class RabbitBus(Bus):
         self._params = pika.URLParameters(url)
         if "heartbeat=" not in url:
             self._params.heartbeat = self.heartbeat
+        self.heartbeat = int(self._params.heartbeat or 0)
         self._params.blocked_connection_timeout = 300
         self._params.connection_attempts = 1
         self._mgmt = self._management_base(management_url)
@@ -305,7 +322,7 @@ class RabbitBus(Bus):
                 except _LINK_ERRORS:
                     pass
         finally:
-            runner.executor.shutdown(wait=True)
+            runner.shutdown()
         if runner.failure is not None:
             raise runner.failure
 
@@ -602,7 +619,11 @@ class _Runner:
         self.handler = handler
         self.stop = stop
         self.prefetch = prefetch
-        self.executor = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"stacdrop-{queue}")
+        self._inbox: queue_module.SimpleQueue[RabbitDelivery | None] = queue_module.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"stacdrop-{queue}-{i + 1}", daemon=True)
+                         for i in range(prefetch)]
+        for thread in self._threads:
+            thread.start()
         self._lock = threading.Lock()
         self._active: dict[str, list[RabbitDelivery]] = {}
         self._count = 0
@@ -618,7 +639,18 @@ class _Runner:
         with self._lock:
             self._active.setdefault(delivery.envelope.id, []).append(delivery)
             self._count += 1
-        self.executor.submit(self._run, delivery)
+        self._inbox.put(delivery)
+
+    def _work(self) -> None:
+        while (delivery := self._inbox.get()) is not None:
+            self._run(delivery)
+
+    def shutdown(self) -> None:
+        """Wait for the running handlers (messages not started yet are handed back)."""
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def orphan(self, message_id: str) -> RabbitDelivery | None:
         """A delivery still being handled whose connection died: a redelivery of it is adopted."""
@@ -669,6 +701,9 @@ class _Session:
         self.thread = threading.get_ident()
         self._lock = threading.Lock()
         self._pending: set[_Call] = set()
+        self._wake = threading.Condition(self._lock)
+        self._parked = False
+        self._handoff: list[_Call] = []
         self.held: dict[RabbitDelivery, float] = {}  # delivery -> when its current AMQP delivery arrived
         self.claims: dict[str, RabbitDelivery] = {}  # claim token -> delivery whose copy is on its way
         self.claim_queue: str | None = None
@@ -696,17 +731,34 @@ class _Session:
             if not self.alive:
                 raise _SessionLost()
             self._pending.add(call)
-            try:
-                self.conn.add_callback_threadsafe(call.run)
-            except _LINK_ERRORS:
-                self._pending.discard(call)
-                raise _SessionLost() from None
+            if self._parked:  # the connection thread is waiting right here: no I/O-loop wake-up needed
+                self._handoff.append(call)
+                self._wake.notify()
+            else:
+                try:
+                    self.conn.add_callback_threadsafe(call.run)
+                except _LINK_ERRORS:
+                    self._pending.discard(call)
+                    raise _SessionLost() from None
         call.done.wait()
         with self._lock:
             self._pending.discard(call)
         if call.error is not None:
             raise call.error
         return call.result
+
+    def _park(self, seconds: float) -> None:
+        """Every slot is busy, so no delivery can come: wait briefly for a settle on a condition variable
+        instead of the I/O loop. Releasing the GIL at once lets a quick handler run and settle sooner, and
+        the settle skips the loop's wake-up pipe. Short enough to keep heartbeats serviced."""
+        with self._lock:
+            self._parked = True
+            if not self._handoff:
+                self._wake.wait(seconds)
+            self._parked = False
+            calls, self._handoff = self._handoff, []
+        for call in calls:
+            call.run()
 
     def close(self) -> None:
         with self._lock:
@@ -726,8 +778,18 @@ class _Session:
     def run(self) -> None:
         runner = self.runner
         next_check = time.monotonic() + 1.0
+        tick = [False]
+
+        def ticked() -> None:
+            tick[0] = False
+
         while True:
-            self.conn.process_data_events(time_limit=0.2)
+            if not tick[0]:  # one timer per 0.2 s wakes the loop, not one per I/O round
+                self.conn.call_later(0.2, ticked)
+                tick[0] = True
+            self.conn.process_data_events(time_limit=None)
+            if len(self.held) >= runner.prefetch and not runner.stopping():
+                self._park(0.02)
             if self.cancelled_by_broker or self.ch.is_closed or (self.claim_ch is not None and self.claim_ch.is_closed):
                 # e.g. consumer_timeout closed the channel, or the queue was deleted: start afresh
                 raise pika.exceptions.ChannelWrongStateError("consumer channel closed or cancelled by the broker")
