@@ -202,7 +202,8 @@ def queues(ctx: Context, watch_: bool, interval: float, as_json: bool) -> None:
             if as_json:
                 click.echo(json.dumps([s.__dict__ for s in stats]))
             else:
-                rows = [[s.queue, s.ready, s.unacked, "?" if s.consumers is None else s.consumers, s.retrying,
+                rows = [[s.queue, s.ready, "?" if s.unacked is None else s.unacked,
+                         "?" if s.consumers is None else s.consumers, s.retrying,
                          s.dead, "-" if s.publish_rate is None else f"{s.publish_rate:.1f}/s",
                          "-" if s.ack_rate is None else f"{s.ack_rate:.1f}/s"] for s in stats]
                 if watch_:

@@ -21,7 +21,7 @@ from stacdrop.messages import Envelope
 class QueueStats:
     queue: str
     ready: int
-    unacked: int
+    unacked: int | None  # None: the engine cannot tell (RabbitMQ without its management API)
     retrying: int
     dead: int
     consumers: int | None = None
