@@ -187,6 +187,11 @@ JOB_UPDATABLE = {
 }
 
 
+# Stages in pipeline order, and the job columns a stage may not overwrite once a later stage wrote them.
+STAGES = ("watch", "process", "publish")
+GUARDED = {"state", "stage", "step", "finished_at", "error_class", "error"}
+
+
 class Ledger:
     def __init__(self, url: str) -> None:
         self.url = normalise_db_url(url)
@@ -299,6 +304,15 @@ class Ledger:
         rows = [_event_row(job_id, e) for e in before or ()]
         rows.append(dict(job_id=job_id, at=now, stage=stage, step=step, status=status, attempt=attempt,
                          error_class=error_class, message=message))
+        later = STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
+        if later:
+            # A stage's outcome is recorded after its output message is published, so the next stage may
+            # already have recorded its own (a quick publish, an instant wake-up): never move the job's
+            # state back. The event is appended either way; outputs (cog_*, ...) are written either way.
+            ahead = jobs.c.stage.in_(later)
+            for column in GUARDED & values.keys():
+                values[column] = sa.case((ahead, jobs.c[column]), else_=sa.bindparam(None, values[column],
+                                                                                     type_=jobs.c[column].type))
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
             conn.execute(events.insert(), rows)

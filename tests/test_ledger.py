@@ -102,3 +102,27 @@ def test_fingerprints_stream_in_binary_order(ledger: Ledger) -> None:
     streamed = list(ledger.iter_fingerprints(batch=2))
     assert [k for k, _ in streamed] == sorted(keys, key=lambda k: k.encode())
     assert [k for k, _ in ledger.iter_fingerprints(prefix="a/")] == ["a/Z.tif", "a/z.tif", "a/é.tif"]
+
+
+def test_a_late_outcome_of_an_earlier_stage_does_not_move_the_job_back(ledger: Ledger) -> None:
+    """The runtime records a stage's outcome after publishing its output: the next stage may be done first."""
+    job, _ = _create(ledger)
+    ledger.record(job.id, stage="process", step="start", status="started", state="processing", attempts=1)
+    ledger.record(job.id, stage="publish", step="start", status="started", state="publishing", attempts=2)
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED)
+    ledger.record(job.id, stage="process", step="metadata", status="succeeded", state="publishing",
+                  cog_key="c/a.tif", cog_size=5)
+    ledger.record(job.id, stage="watch", step="queued", status="queued", state=QUEUED)
+    got = ledger.get(job.id, with_events=True)
+    assert (got.state, got.stage, got.step) == (PUBLISHED, "publish", "finished")
+    assert got.finished_at is not None
+    assert (got.cog_key, got.cog_size) == ("c/a.tif", 5)  # outputs are written all the same
+    assert [(e.stage, e.status) for e in got.events][-2:] == [("process", "succeeded"), ("watch", "queued")]
+    # An earlier stage still moves its own job on: a process retry, then a success.
+    other, _ = _create(ledger, source="/in/c/b.tif")
+    ledger.record(other.id, stage="watch", step="queued", status="queued", state=QUEUED)
+    ledger.record(other.id, stage="process", step="convert", status="retrying", state="retrying",
+                  error_class="conversion_failed", error="boom")
+    ledger.record(other.id, stage="process", step="metadata", status="succeeded", state="publishing")
+    got = ledger.get(other.id)
+    assert (got.state, got.stage, got.error_class, got.error) == ("publishing", "process", None, None)
