@@ -11,7 +11,14 @@ import pytest
 
 from stacdrop.bus import open_bus
 from stacdrop.bus.base import Bus
-from tests.services import ServiceUnavailable, delete_rabbit_prefix, ensure_postgres, ensure_rabbitmq, unique_prefix
+from tests.services import (
+    MotoServer,
+    ServiceUnavailable,
+    delete_rabbit_prefix,
+    ensure_postgres,
+    ensure_rabbitmq,
+    unique_prefix,
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +37,24 @@ def postgres_dsn() -> str:
         return ensure_postgres()
     except ServiceUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A ``moto_server`` (S3 over HTTP, in memory) of this test session on a free 127.0.0.1 port, stopped
+    at the end. Any credentials work; region us-east-1. Use unique bucket names per test."""
+    try:
+        server = MotoServer().start()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url(moto_server: MotoServer) -> str:
+    """Endpoint URL (``http://127.0.0.1:PORT``) of the session's moto server, for ``AWS_ENDPOINT_URL``."""
+    return moto_server.url
 
 
 @dataclass

@@ -8,6 +8,9 @@ does not come up, that is a failure.
 Isolation: RabbitMQ tests use a unique ``prefix`` per test (``unique_prefix()``): every exchange and
 queue of a ``RabbitBus`` starts with it, so tests never see each other's messages, and
 ``delete_rabbit_prefix()`` removes them afterwards.
+
+S3: ``MotoServer`` runs one ``moto_server`` (in-memory S3 over HTTP) on a free port; the session fixture
+``moto_url`` owns one for the whole run. Use unique bucket names per test.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 import uuid
@@ -117,3 +121,83 @@ def ensure_postgres(dsn: str = PG_DSN, timeout: float = START_TIMEOUT) -> str:
                    capture_output=True, timeout=60, check=False)
     _wait_for(lambda: _pg_check(dsn), "PostgreSQL", timeout)
     return dsn
+
+
+# -- S3: moto server ------------------------------------------------------------------------------------
+
+MOTO_URL = os.environ.get("STACDROP_TEST_S3", "http://127.0.0.1:9000")
+
+
+def _http_check(url: str) -> None:
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(url.rstrip("/") + "/moto-api/", timeout=3) as resp:  # noqa: S310 - loopback
+        resp.read(1)
+
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MotoServer:
+    """One ``moto_server`` process on 127.0.0.1: ``start()``, ``stop()`` (state is lost: moto keeps it in
+    memory), ``start()`` again on the same port. ``url`` is the endpoint for ``AWS_ENDPOINT_URL``."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> "MotoServer":
+        exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+        if not os.path.exists(exe):
+            raise ServiceUnavailable("moto_server is not installed (pip install 'moto[server]')")
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        try:
+            _wait_for(lambda: self._check(), "moto_server", timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def _check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServiceUnavailable(f"moto_server exited with {self.proc.returncode}")
+        _http_check(self.url)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def reset(self) -> None:
+        """Forget every bucket and object."""
+        import urllib.request  # noqa: PLC0415
+
+        req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=5).read()  # noqa: S310 - loopback
+
+
+def ensure_moto(url: str = MOTO_URL, timeout: float = 30.0) -> str:
+    """The URL of a moto server on ``url`` (default 127.0.0.1:9000), started (and left running) when the
+    port is closed. Tests prefer the ``moto_url`` fixture, which owns and stops its server."""
+    try:
+        _http_check(url)
+        return url
+    except Exception:  # noqa: BLE001 - down: start it
+        pass
+    port = urllib.parse.urlsplit(url).port or 9000
+    MotoServer(port).start(timeout)
+    return url
