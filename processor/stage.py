@@ -90,7 +90,7 @@ def process_raster(
     if not workdir.is_dir():
         workdir.mkdir(parents=True, exist_ok=True)
     on_step("fetch")
-    with fetch_source(request.source.url, workdir) as local:
+    with fetch_source(request.source.url, workdir, settings) as local:
         on_step("validate")
         validate_input(local, key)
 
@@ -117,13 +117,16 @@ def process_raster(
                 check_output(cog_path)
                 converted, move = True, True
 
+            # A remote store: read the metadata from the local COG (the same bytes) instead of over the network.
+            metadata = read_raster_metadata(cog_path) if store.remote else None
             on_step("store")
             stored = store.put(Path(cog_path), cog_key, content_type=COG_MEDIA_TYPE, move=move)
         finally:
             _remove_prefixed(workdir, prefix)
 
     on_step("metadata")
-    metadata = read_raster_metadata(store.local_path_or_url(cog_key))
+    if metadata is None:
+        metadata = read_raster_metadata(store.local_path_or_url(cog_key))
     return RasterReady(
         source=request.source,
         collection=collection,

@@ -30,6 +30,8 @@ class InvalidStoreKey(PermanentError):
 
 
 class Store(ABC):
+    remote = False  # True: the stage reads metadata from the local COG before the upload
+
     @abstractmethod
     def put(self, local_path: Path, key: str, *, content_type: str, move: bool = False) -> StoredObject:
         """Store ``local_path`` under ``key``, atomically; returns href, key, size and sha256.
@@ -233,7 +235,7 @@ def _unlink(path: Path) -> None:
 
 
 def open_store(url: str, settings: Any = None) -> Store:
-    """LocalStore for a plain path or ``file://``; ``s3://`` is not built yet (ConfigError)."""
+    """LocalStore for a plain path or ``file://``, S3Store for ``s3://bucket/prefix``."""
     public_url = getattr(settings, "public_url", None) if settings is not None else None
     if "://" not in url:
         return LocalStore(url, public_url=public_url)
@@ -243,5 +245,9 @@ def open_store(url: str, settings: Any = None) -> Store:
             raise ConfigError(f"store {url!r}: file:// URLs must point at this machine")
         return LocalStore(unquote(parsed.path), public_url=public_url)
     if parsed.scheme == "s3":
-        raise ConfigError(f"store {url!r}: the S3 store is not built yet; use a local directory for now")
-    raise ConfigError(f"store {url!r}: unsupported scheme {parsed.scheme!r} (use a local directory)")
+        from processor.s3store import open_s3_store  # noqa: PLC0415 - only S3 deployments import boto3
+
+        if not parsed.netloc:
+            raise ConfigError(f"store {url!r}: no bucket (use s3://bucket/prefix)")
+        return open_s3_store(url, settings)
+    raise ConfigError(f"store {url!r}: unsupported scheme {parsed.scheme!r} (use a local directory or s3://)")

@@ -65,11 +65,21 @@ class Settings(BaseModel):
     lease_seconds: float = Field(default=60.0, gt=1, description="Embedded bus: lease a worker renews while busy")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
-    stac_token: SecretStr | None = None
+    stac_token: SecretStr | None = Field(default=None, description="STAC API token, sent on write requests only")
+    stac_auth_header: str = Field(
+        default="Authorization",
+        description="Header carrying stac_token; 'Authorization' sends 'Bearer <token>' (unless the token already "
+        "names a scheme), any other header the token as is",
+    )
+    stac_timeout: float = Field(default=30.0, gt=0, description="STAC API request timeout in seconds")
+    stac_batch_size: int = Field(default=500, ge=1, description="STAC API: items per bulk request")
+    stac_verify: bool = Field(default=True, description="STAC API: read items back after publishing and compare")
     api_token: SecretStr | None = None
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_endpoint_url: str | None = None
+    store_acl: str | None = Field(default=None, description="S3 store: canned ACL of stored COGs, e.g. public-read")
+    max_source_bytes: int = Field(default=200 << 30, gt=0, description="Largest source fetched from a URL")
     allowed_hosts: list[str] = Field(default_factory=list, description="Hosts URL sources may be fetched from")
     collection_defaults: CollectionSettings = Field(default_factory=CollectionSettings)
     collections: dict[str, dict[str, Any]] = Field(default_factory=dict)
