@@ -429,12 +429,12 @@ def test_source_gone(env):
         run(env, env["inbox"] / "gone.tif")
 
 
-def test_url_sources_not_supported_yet(env):
+def test_url_source_scheme_not_allowed(env):
     request = IngestRequest(
-        source=Source(url="s3://bucket/coll/x.tif", key="coll/x.tif", content_key="etag"), collection="coll",
+        source=Source(url="ftp://host/coll/x.tif", key="coll/x.tif", content_key="etag"), collection="coll",
         sidecar_text=SIDECAR,
     )
-    with pytest.raises(ConfigError, match="not supported yet"):
+    with pytest.raises(PermanentError, match="not allowed"):
         process_raster(request, Settings(), env["store"], workdir=env["work"])
 
 
