@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from stacdrop.errors import ConfigError, StoreError
 from stacdrop.messages import StoredObject
@@ -113,8 +114,8 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self.object_key(key)}"
 
     def href(self, key: str) -> str:
-        if self.public_url:
-            return self.public_url.format(key=self.object_key(key), bucket=self.bucket)
+        if self.public_url:  # an http(s) URL: the key percent-encoded (spaces, unicode), slashes kept
+            return self.public_url.format(key=quote(self.object_key(key), safe="/~"), bucket=self.bucket)
         return self.url(key)
 
     def local_path_or_url(self, key: str) -> str:

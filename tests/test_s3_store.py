@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
 import uuid
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from processor.s3store import S3Store
 from processor.store import COG_MEDIA_TYPE, open_store
 from stacdrop.config import Settings
 from stacdrop.errors import StoreError
+from tests.s3proxy import Proxy
 
 MIB = 1 << 20
 
@@ -81,6 +80,7 @@ def test_multipart_put_acl_and_public_url(moto_url, bucket, tmp_path):
     grants = s3.get_object_acl(Bucket=bucket, Key="io/c/big.tif")["Grants"]
     assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert store.href("c/bio 1 é.tif") == f"https://obj.example/{bucket}/io/c/bio%201%20%C3%A9.tif"
 
 
 def test_checksum_mismatch_is_detected(moto_url, bucket, tmp_path, monkeypatch):
@@ -108,70 +108,6 @@ def test_errors_are_transient_and_name_no_secret(moto_url, bucket, tmp_path):
     with pytest.raises(StoreError, match="bucket does not exist") as err:
         store.put(src, "c/a.tif")
     assert err.value.error_class == "store_no_bucket"
-
-
-class Proxy:
-    """A TCP proxy to moto that can go down mid-transfer (connections reset, new ones refused)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.up = True
-        self.cut_after: int | None = None
-        self.forwarded = 0
-        self.lock = threading.Lock()
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if counted:
-                    with self.lock:
-                        self.forwarded += len(data)
-                        if self.cut_after is not None and self.forwarded > self.cut_after:
-                            self.down()
-                            return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def down(self) -> None:
-        self.up = False
-        self.cut_after = None
-        for s in self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.conns = []
-
-    def close(self) -> None:
-        self.down()
-        self.sock.close()
 
 
 def test_interrupted_multipart_upload_retries_cleanly(moto_server, bucket, tmp_path):
