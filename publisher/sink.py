@@ -1,8 +1,7 @@
 """Where published items and collections go: the interface every catalog backend implements.
 
-Implementations: ``StaticCatalog`` (a static STAC catalog on disk). A STAC API sink (stac-fastapi
-Transactions) comes later; the interface maps onto it directly (GET/POST/PUT/DELETE), and ``put_items``
-is the hook for its bulk endpoint.
+Implementations: ``StaticCatalog`` (a static STAC catalog on disk) and ``StacApiSink`` (a STAC API with
+the Transactions extension, e.g. stac-fastapi-pgstac; ``put_items`` uses its bulk endpoint).
 
 Errors: a backend that is unreachable raises a TransientError (CatalogUnavailable); ``put_item`` with
 policy "error" on an existing item raises DuplicateItem (permanent). Items and collections are plain
@@ -12,10 +11,34 @@ STAC JSON dicts; backends add their own links.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from stacdrop.errors import StacdropError
 
 DuplicatePolicy = Literal["replace", "skip", "error"]
 POLICIES = ("replace", "skip", "error")
+
+
+@dataclass
+class PutOutcome:
+    """What happened to one item of a ``put_items`` batch: an action, or the error of that item alone."""
+
+    item_id: str | None
+    collection: str | None
+    action: str | None = None  # "created" | "replaced" | "skipped"
+    error: StacdropError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def result(self) -> str:
+        """The action, or raise the item's error."""
+        if self.error is not None:
+            raise self.error
+        assert self.action is not None
+        return self.action
 
 
 class Sink(ABC):
@@ -51,9 +74,21 @@ class Sink(ABC):
     def delete_item(self, collection_id: str, item_id: str) -> bool:
         """Delete an item; False when it did not exist."""
 
-    def put_items(self, items: list[dict[str, Any]], policy: DuplicatePolicy = "replace") -> list[str]:
-        """Store several items; one result per item, in order. Backends may batch this."""
-        return [self.put_item(item, policy) for item in items]
+    def put_items(self, items: list[dict[str, Any]], policy: DuplicatePolicy = "replace") -> list[PutOutcome]:
+        """Store several items; one outcome per item, in order. Backends may batch this.
+
+        An item's permanent or transient StacdropError is its own outcome: it never fails its neighbours.
+        Other exceptions (bugs, a broken disk) propagate.
+        """
+        out = []
+        for item in items:
+            outcome = PutOutcome(item.get("id"), item.get("collection"))
+            try:
+                outcome.action = self.put_item(item, policy)
+            except StacdropError as exc:
+                outcome.error = exc
+            out.append(outcome)
+        return out
 
     def close(self) -> None:
         """Release connections or locks. The default has nothing to release."""

@@ -37,8 +37,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from publisher.sink import POLICIES, DuplicatePolicy, Sink
-from stacdrop.errors import ConfigError, DuplicateItem, InvalidItem, InvalidSidecar, PermanentError, UnknownCollection
+from publisher.sink import POLICIES, DuplicatePolicy, PutOutcome, Sink
+from stacdrop.errors import (
+    ConfigError,
+    DuplicateItem,
+    InvalidItem,
+    InvalidSidecar,
+    PermanentError,
+    StacdropError,
+    UnknownCollection,
+)
 from stacdrop.sidecar import check_id
 
 STAC_VERSION = "1.1.0"
@@ -196,48 +204,58 @@ class StaticCatalog(Sink):
         return self._read(self.item_path(collection_id, item_id))
 
     def put_item(self, item: dict[str, Any], policy: DuplicatePolicy = "replace") -> str:
-        return self.put_items([item], policy)[0]
+        return self.put_items([item], policy)[0].result()
 
-    def put_items(self, items: list[dict[str, Any]], policy: DuplicatePolicy = "replace") -> list[str]:
-        """Store items; each collection.json is read and written once per call."""
+    def put_items(self, items: list[dict[str, Any]], policy: DuplicatePolicy = "replace") -> list[PutOutcome]:
+        """Store items; each collection.json is read and written once per call. One item's error (unknown
+        collection, duplicate, bad id) is that item's outcome; the others are stored."""
         if policy not in POLICIES:
             raise ConfigError(f"duplicate_policy {policy!r} is not one of {', '.join(POLICIES)}")
-        results: list[str] = []
+        results: list[PutOutcome] = []
         with self._locked():
-            cols: dict[str, dict[str, Any]] = {}
+            cols: dict[str, dict[str, Any] | None] = {}
             changed: set[str] = set()
             try:
                 for item in items:
-                    cid = _safe(item.get("collection"), "item collection")
-                    iid = _safe(item.get("id"), "item id")
-                    if cid not in cols:
-                        col = self._read(self.collection_path(cid))
-                        if col is None:
-                            raise UnknownCollection(
-                                f"item {iid}: collection {cid!r} does not exist in the static catalog {self.root}"
-                            )
-                        cols[cid] = col
-                    col = cols[cid]
-                    path = self.item_path(cid, iid)
-                    stored = self._read(path)
-                    if stored is not None and policy == "error":
-                        raise DuplicateItem(
-                            f"item {iid} already exists in collection {cid} and the duplicate policy is 'error' "
-                            "(set duplicate_policy = 'replace' or 'skip', or delete the item first)"
-                        )
-                    if stored is not None and policy == "skip":
-                        results.append("skipped")
-                    else:
-                        results.append("created" if stored is None else "replaced")
-                        stored = self._item_with_links(item)
-                        self._write(path, stored)
-                    # Also on skip: repairs a link or extent lost to a crash between the two writes.
-                    if _register_item(col, stored, iid):
-                        changed.add(cid)
+                    outcome = PutOutcome(item.get("id"), item.get("collection"))
+                    results.append(outcome)
+                    try:
+                        outcome.action = self._put_one(item, policy, cols, changed)
+                    except StacdropError as exc:
+                        outcome.error = exc
             finally:
                 for cid in changed:
-                    self._write(self.collection_path(cid), cols[cid])
+                    col = cols[cid]
+                    assert col is not None
+                    self._write(self.collection_path(cid), col)
         return results
+
+    def _put_one(self, item: dict[str, Any], policy: DuplicatePolicy, cols: dict[str, dict[str, Any] | None],
+                 changed: set[str]) -> str:
+        cid = _safe(item.get("collection"), "item collection")
+        iid = _safe(item.get("id"), "item id")
+        if cid not in cols:
+            cols[cid] = self._read(self.collection_path(cid))
+        col = cols[cid]
+        if col is None:
+            raise UnknownCollection(f"item {iid}: collection {cid!r} does not exist in the static catalog {self.root}")
+        path = self.item_path(cid, iid)
+        stored = self._read(path)
+        if stored is not None and policy == "error":
+            raise DuplicateItem(
+                f"item {iid} already exists in collection {cid} and the duplicate policy is 'error' "
+                "(set duplicate_policy = 'replace' or 'skip', or delete the item first)"
+            )
+        if stored is not None and policy == "skip":
+            action = "skipped"
+        else:
+            action = "created" if stored is None else "replaced"
+            stored = self._item_with_links(item)
+            self._write(path, stored)
+        # Also on skip: repairs a link or extent lost to a crash between the two writes.
+        if _register_item(col, stored, iid):
+            changed.add(cid)
+        return action
 
     def _item_with_links(self, item: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(item)

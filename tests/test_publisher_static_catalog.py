@@ -148,8 +148,19 @@ def test_delete_item(cat):
 
 def test_put_items_batch(cat):
     results = cat.put_items([make_item(f"i{n}") for n in range(5)] + [make_item("i0")], "skip")
-    assert results == ["created"] * 5 + ["skipped"]
+    assert [r.action for r in results] == ["created"] * 5 + ["skipped"]
     assert len(item_links(cat)) == 5
+
+
+def test_put_items_one_bad_item_does_not_fail_its_neighbours(cat):
+    cat.put_item(make_item("dup"))
+    items = [make_item("a"), make_item("dup"), make_item("b", collection="nowhere"), make_item("c")]
+    results = cat.put_items(items, "error")
+    assert [r.action for r in results] == ["created", None, None, "created"]
+    assert [r.error.error_class if r.error else None for r in results] == [
+        None, "duplicate_item", "unknown_collection", None]
+    assert cat.get_item("chelsa", "a") and cat.get_item("chelsa", "c")
+    assert len(item_links(cat)) == 3
 
 
 def test_pystac_reads_it_and_every_object_validates_offline(cat):
