@@ -12,6 +12,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# PostGIS for the PostgreSQL major version installed (pgstac needs it; tests start stac-fastapi-pgstac).
+pg_major="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
+if [ -n "$pg_major" ] && [ ! -e "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
+  echo "services: installing postgresql-$pg_major-postgis-3"
+  [ ${#need_apt[@]} -gt 0 ] || apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$pg_major-postgis-3" >/dev/null
+fi
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {  # name port seconds
@@ -37,4 +45,4 @@ if ! port_open 15672; then
   rabbitmq-plugins enable rabbitmq_management >/dev/null
 fi
 wait_port "RabbitMQ management" 15672 60
-echo "services: PostgreSQL and RabbitMQ (with management) are up"
+echo "services: PostgreSQL (with PostGIS) and RabbitMQ (with management) are up"

@@ -57,6 +57,30 @@ def moto_url(moto_server: MotoServer) -> str:
     return moto_server.url
 
 
+@pytest.fixture(scope="session")
+def stac_server(postgres_dsn: str) -> Iterator[Any]:
+    """A real stac-fastapi-pgstac (tests/stac_api.py) on a fresh, migrated database, for the session.
+    Mounts: ``url`` (plain), ``url + "/stac"`` (prefix), ``url + "/auth"`` (writes need the token)."""
+    from tests.stac_api import StacApiServer, check_available  # noqa: PLC0415
+
+    try:
+        check_available(postgres_dsn)
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    server = StacApiServer(postgres_dsn).create()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.drop()
+
+
+@pytest.fixture(scope="session")
+def stac_api_url(stac_server: Any) -> str:
+    """URL of the session's stac-fastapi-pgstac (transactions enabled)."""
+    return stac_server.url
+
+
 @dataclass
 class BusSpec:
     """How to open (again) the bus of one test: same URL and options give the same queues."""
