@@ -187,6 +187,111 @@ def job(ctx: Context, job_id: str, as_json: bool) -> None:
     click.echo(_table(rows, ["AT", "STAGE", "STEP", "STATUS", "TRY", "ERROR CLASS", "MESSAGE"]))
 
 
+# -- catalog: collections and unpublishing ------------------------------------------------------------
+def _cli_job(ctx: Context, kind: str, source: str, source_key: str, collection: str | None):  # noqa: ANN202
+    """A ledger job for a command run by hand (each run is its own job)."""
+    import uuid  # noqa: PLC0415
+
+    job, _ = ctx.ledger().create_job(kind=kind, source=source, source_key=source_key,
+                                     content_key=f"cli:{uuid.uuid4().hex}", collection=collection, origin="cli",
+                                     priority=0)
+    return job
+
+
+@main.group()
+def collection() -> None:
+    """STAC collections in the configured catalog."""
+
+
+@collection.command("push")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@pass_ctx
+def collection_push(ctx: Context, file: str) -> None:
+    """Create or update the collection in FILE (a STAC Collection JSON); recorded in the ledger."""
+    import hashlib  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from publisher.handler import open_sink  # noqa: PLC0415
+    from publisher.stage import publish_collection  # noqa: PLC0415
+    from stacdrop.ledger import FAILED, PUBLISHED  # noqa: PLC0415
+    from stacdrop.messages import CollectionUpdate, Source  # noqa: PLC0415
+
+    path = Path(file).resolve()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        cid = json.loads(text).get("id")
+    except (json.JSONDecodeError, AttributeError):
+        cid = None
+    if not isinstance(cid, str) or not cid:
+        raise click.ClickException(f"{file}: not a STAC collection with an \"id\"")
+    ledger = ctx.ledger()
+    job = _cli_job(ctx, "collection", str(path), path.name, cid)
+    update = CollectionUpdate(source=Source(url=str(path), key=path.name,
+                                            content_key=hashlib.sha256(text.encode()).hexdigest()),
+                              collection=cid, text=text)
+    try:
+        with open_sink(ctx.settings) as sink:
+            action = publish_collection(update, sink)
+    except StacdropError as exc:
+        ledger.record(job.id, stage="publish", step="collection", status="failed", state=FAILED,
+                      error_class=exc.error_class, error=str(exc), message=str(exc))
+        raise click.ClickException(f"{exc} [{exc.error_class}]") from None
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED,
+                  message=f"collection {cid} {action}")
+    click.echo(f"collection {cid} {action} (job {job.id})")
+
+
+@main.command()
+@click.argument("item_id")
+@click.option("--collection", "collection_id", required=True, help="The item's collection.")
+@click.option("--delete-cog", is_flag=True, help="Also delete the item's COG from the store.")
+@pass_ctx
+def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) -> None:
+    """Delete an item from the catalog (and its COG with --delete-cog); recorded in the ledger."""
+    from publisher.handler import open_sink  # noqa: PLC0415
+    from stacdrop.ledger import FAILED, PUBLISHED, UNPUBLISHED  # noqa: PLC0415
+
+    ledger = ctx.ledger()
+    job = _cli_job(ctx, "unpublish", f"stac:{collection_id}/{item_id}", f"{collection_id}/{item_id}", collection_id)
+
+    def fail(exc: StacdropError) -> None:
+        ledger.record(job.id, stage="publish", step="unpublish", status="failed", state=FAILED, item_id=item_id,
+                      error_class=exc.error_class, error=str(exc), message=str(exc))
+        raise click.ClickException(f"{exc} [{exc.error_class}]")
+
+    published = [j for j in ledger.list_jobs(collection=collection_id, state=PUBLISHED, limit=100000)
+                 if j.item_id == item_id and j.id != job.id]
+    try:
+        with open_sink(ctx.settings) as sink:
+            deleted = sink.delete_item(collection_id, item_id)
+    except StacdropError as exc:
+        fail(exc)
+        return
+    notes = [f"item {collection_id}/{item_id} {'deleted' if deleted else 'was not in the catalog'}"]
+    if delete_cog:
+        keys = [j.cog_key for j in published if j.cog_key]
+        if not keys:
+            notes.append("no COG deleted: no published job of this item records a store key")
+        else:
+            from processor.store import open_store  # noqa: PLC0415
+
+            store = open_store(ctx.settings.store, ctx.settings)
+            try:
+                for key in dict.fromkeys(keys):
+                    store.delete(key)
+                    notes.append(f"COG {key} deleted")
+            except StacdropError as exc:
+                fail(exc)
+                return
+    message = "; ".join(notes)
+    for old in published:
+        ledger.record(old.id, stage="publish", step="unpublished", status="unpublished", state=UNPUBLISHED,
+                      message=f"{message} (job {job.id})")
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=UNPUBLISHED,
+                  item_id=item_id, message=message)
+    click.echo(f"{message} (job {job.id})")
+
+
 # -- queues and dead letters ----------------------------------------------------------------------------
 @main.command()
 @click.option("--watch", "watch_", is_flag=True, help="Refresh every --interval seconds.")
