@@ -253,8 +253,14 @@ class Ledger:
             )
             conn.execute(events.insert().values(job_id=job_id, at=now, stage="watch", step="queued",
                                                 status="created", message=f"{kind} {source_key} from {origin}"))
-        job = self.get(job_id)
-        assert job is not None
+        # The row just written, without reading it back.
+        job = Job(
+            id=job_id, kind=kind, source=source, source_key=source_key, content_key=content_key,
+            collection=collection, item_id=None, origin=origin, priority=priority, state=NEW, stage="watch",
+            step="queued", attempts=0, error_class=None, error=None, input_sha256=None, input_size=input_size,
+            cog_href=None, cog_key=None, cog_sha256=None, cog_size=None, params=json.loads(json.dumps(params or {})),
+            created_at=now, updated_at=now, finished_at=None,
+        )
         return job, True
 
     def get(self, job_id: str, *, with_events: bool = False) -> Job | None:
