@@ -22,7 +22,6 @@ from tests.daemon import (
     base_env,
     catalog_items,
     ledger_for,
-    wait_until,
     write_collection,
     write_sidecar,
 )
@@ -74,6 +73,21 @@ def start_stages(root: Path, env: dict[str, str]) -> dict[str, DaemonProcess]:
     return procs
 
 
+def wait_stages(predicate, timeout: float, what: str, procs: dict[str, DaemonProcess]):  # noqa: ANN001, ANN201
+    """wait_until, failing with the tail of every stage's log (and when any stage process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        dead = [name for name, proc in procs.items() if not proc.alive()]
+        if dead:
+            break
+        time.sleep(0.2)
+    logs = "\n".join(f"--- {name}\n{proc.logs()[-2500:]}" for name, proc in procs.items())
+    raise AssertionError(f"{what}: not reached in {timeout}s (dead stages: {dead})\n{logs}")
+
+
 def stop_all(procs: dict[str, DaemonProcess]) -> None:
     for proc in procs.values():
         proc.stop()
@@ -112,7 +126,7 @@ def test_separate_stage_processes_publish_every_input_once(tmp_path: Path, rabbi
     expected = drop(inbox, 12, 400)
     procs = start_stages(tmp_path, rabbit_env)
     try:
-        wait_until(lambda: published(rabbit_env) >= len(expected) + 1, 180, "all published", procs["publish"])
+        wait_stages(lambda: published(rabbit_env) >= len(expected) + 1, 180, "all published", procs)
         # both processors took work: prefetch 1 does not let one hold the queue
         ledger = ledger_for(rabbit_env)
         out = subprocess.run([*STACDROP, "queues", "--json"], env=rabbit_env, cwd=tmp_path, capture_output=True,
@@ -135,11 +149,11 @@ def test_kill9_processor_mid_conversion(tmp_path: Path, rabbit_env: dict[str, st
     procs = start_stages(tmp_path, rabbit_env)
     ledger = ledger_for(rabbit_env)
     try:
-        wait_until(lambda: ledger.list_jobs(state="processing", limit=1), 120, "a conversion", procs["process-a"])
+        wait_stages(lambda: ledger.list_jobs(state="processing", limit=1), 120, "a conversion", procs)
         procs["process-a"].kill9()
         time.sleep(1)
         procs["process-a"].start()
-        wait_until(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published", procs["publish"])
+        wait_stages(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published", procs)
     finally:
         stop_all(procs)
     assert_exactly_once(rabbit_env, tmp_path, expected)
@@ -155,13 +169,13 @@ def test_broker_restart_mid_stream(tmp_path: Path, rabbit_env: dict[str, str]) -
     expected = drop(inbox, 10, 1500)
     procs = start_stages(tmp_path, rabbit_env)
     try:
-        wait_until(lambda: published(rabbit_env) >= 3, 120, "some published", procs["publish"])
+        wait_stages(lambda: published(rabbit_env) >= 3, 120, "some published", procs)
         _rabbitmqctl("stop_app")  # every connection drops; the durable queues and persistent messages stay
         time.sleep(3)
         expected += drop(inbox, 4, 400, start=100)  # files dropped while the broker is down
         _rabbitmqctl("start_app")
         _rabbitmqctl("await_startup")
-        wait_until(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published after the restart",
+        wait_stages(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published after the restart",
                    procs["publish"])
         for proc in procs.values():
             assert proc.alive(), proc.logs()[-3000:]
@@ -194,14 +208,14 @@ def test_connections_closed_by_the_server(tmp_path: Path, rabbit_env: dict[str, 
     procs = start_stages(tmp_path, rabbit_env)
     prefix = rabbit_env["STACDROP_QUEUE_PREFIX"]
     try:
-        wait_until(lambda: published(rabbit_env) >= 2, 120, "some published", procs["publish"])
+        wait_stages(lambda: published(rabbit_env) >= 2, 120, "some published", procs)
         closed = 0
         for _ in range(2):
             # management stats lag a few seconds behind new connections
-            closed += wait_until(lambda: _close_connections(prefix), 30, "connections to close")
+            closed += wait_stages(lambda: _close_connections(prefix), 30, "connections to close", procs)
             time.sleep(2)
         assert closed >= 3
-        wait_until(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published", procs["publish"])
+        wait_stages(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published", procs)
         for proc in procs.values():
             assert proc.alive(), proc.logs()[-3000:]
     finally:
@@ -220,15 +234,14 @@ def test_replay_after_the_cause_is_fixed(tmp_path: Path, rabbit_env: dict[str, s
     expected = drop(inbox, 3, 200)
     procs = start_stages(tmp_path, rabbit_env)
     try:
-        wait_until(lambda: len(bus(rabbit_env).dead_letters()) == 3, 120, "dead letters", procs["process-a"])
+        wait_stages(lambda: len(bus(rabbit_env).dead_letters()) == 3, 120, "dead letters", procs)
         letters = bus(rabbit_env).dead_letters()
         assert all(d.attempts == 3 and d.queue == "process" for d in letters), letters  # 1 try + 2 retries
         blocker.unlink()
         out = subprocess.run([*STACDROP, "dlq", "replay", "--all", "--rate", "20"], env=rabbit_env, cwd=tmp_path,
                              capture_output=True, text=True, check=True, timeout=60)
         assert "replayed 3" in out.stdout, out.stdout + out.stderr
-        wait_until(lambda: published(rabbit_env) >= len(expected) + 1, 120, "replayed jobs published",
-                   procs["publish"])
+        wait_stages(lambda: published(rabbit_env) >= len(expected) + 1, 120, "replayed jobs published", procs)
     finally:
         stop_all(procs)
     assert_exactly_once(rabbit_env, tmp_path, expected)
