@@ -471,7 +471,10 @@ class StacApiSink(Sink):
     def _verify_batch(self, cid: str, written: list[tuple[dict[str, Any], PutOutcome]]) -> None:
         try:
             stored = {f.get("id"): f for f in self._search(
-                {"collections": [cid], "ids": [it["id"] for it, _ in written], "limit": len(written)})}
+                {"collections": [cid], "ids": [it["id"] for it, _ in written], "limit": len(written),
+                 # only what is compared: pgstac hydrates and serialises less (~4x faster than full items)
+                 "fields": {"include": ["id", "collection", "assets"],
+                            "exclude": ["geometry", "bbox", "properties", "links"]}})}
         except StacdropError as exc:
             for _, o in written:
                 o.action, o.error = None, CatalogUnavailable(f"published, but could not be read back: {exc}")
