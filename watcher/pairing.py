@@ -99,6 +99,37 @@ class Pairer:
             return float("-inf")
         return min(self._pending.values()) if self._pending else None
 
+    # -- for inboxes that cannot keep every file in memory (S3: a million keys) ------------------------
+    def sidecar_of(self, raster: str) -> str | None:
+        """The sidecar known for a raster's stem."""
+        return self._sidecars.get(stem(raster))
+
+    def tracks(self, rel_path: str) -> bool:
+        """Whether this file is known: a raster pending or emitted, a sidecar, a collection file waiting."""
+        kind = classify(rel_path)
+        if kind == "raster":
+            return rel_path in self._pending or rel_path in self._emitted
+        if kind == "sidecar":
+            return self._sidecars.get(stem(rel_path)) == rel_path
+        return rel_path in self._collections
+
+    def has_pending_raster(self, sidecar: str) -> bool:
+        """Whether a raster of this sidecar's stem waits to be emitted."""
+        return any(r in self._pending for r in self._by_stem.get(stem(sidecar), ()))
+
+    def release(self, raster: str) -> list[str]:
+        """Forget an emitted raster (unless it became pending again) and, when no raster of its stem is
+        left, its sidecar. The caller must then look the other file up itself when either changes (the
+        S3 inbox lists the stem's siblings). Returns the keys forgotten."""
+        if raster in self._pending or raster not in self._emitted:
+            return []
+        self.file_gone(raster)
+        gone = [raster]
+        key = stem(raster)
+        if key not in self._by_stem and key in self._sidecars:
+            gone.append(self._sidecars.pop(key))
+        return gone
+
     def waiting_sidecars(self) -> list[str]:
         """Sidecars with no raster known (for diagnostics)."""
         return sorted(rel for key, rel in self._sidecars.items() if key not in self._by_stem)

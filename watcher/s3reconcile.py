@@ -1,0 +1,132 @@
+"""The S3 inbox's reconciler, pure part: a sorted listing merge-joined with the ledger's fingerprints.
+
+Both sides are streams in binary (code point) key order: ListObjectsV2 returns keys in UTF-8 byte order,
+and ``Ledger.iter_fingerprints`` reads its table in batches in the same order (``COLLATE "C"`` on
+PostgreSQL, BINARY on SQLite). One pass, no per-key database round trip, memory independent of the
+number of keys.
+
+``group_siblings`` then turns the diff into pairing groups: a changed sidecar needs its (unchanged)
+raster and a changed raster its (unchanged) sidecar. All keys of one stem ``S`` start with ``S.``, so
+they are contiguous in the sorted listing: an entry is held only while the listing is still inside
+``S.``, which keeps the window to a handful of entries whatever the bucket holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from watcher.naming import classify, stem
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One object of the inbox: key relative to the inbox prefix, ETag (no quotes), size."""
+
+    rel: str
+    etag: str
+    size: int
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.etag}:{self.size}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Objects to report: ``changed`` are new or changed; ``siblings`` are unchanged files of the same
+    stem (a raster's sidecar, a sidecar's rasters) that pairing needs."""
+
+    changed: tuple[Obj, ...]
+    siblings: tuple[Obj, ...] = ()
+
+
+class OrderError(RuntimeError):
+    """A side of the merge-join was not sorted (a database collation that is not binary)."""
+
+
+def merge_diff(
+    listing: Iterable[Obj], known: Iterable[tuple[str, str]]
+) -> Iterator[tuple[str, Obj | None, str]]:
+    """``("new" | "changed" | "same", obj, rel)`` for each listed object and ``("gone", None, rel)`` for
+    each known key no longer listed. Both inputs sorted by key; raises ``OrderError`` otherwise."""
+    known_it = iter(known)
+    k = next(known_it, None)
+    last_listed = last_known = None
+    for obj in listing:
+        if last_listed is not None and obj.rel <= last_listed:
+            raise OrderError(f"listing not sorted at {obj.rel!r}")
+        last_listed = obj.rel
+        while k is not None and k[0] < obj.rel:
+            yield "gone", None, k[0]
+            last_known = k[0]
+            k = next(known_it, None)
+            if k is not None and k[0] <= last_known:
+                raise OrderError(f"ledger fingerprints not in binary order at {k[0]!r}")
+        if k is not None and k[0] == obj.rel:
+            yield ("same" if k[1] == obj.fingerprint else "changed"), obj, obj.rel
+            last_known = k[0]
+            k = next(known_it, None)
+            if k is not None and k[0] <= last_known:
+                raise OrderError(f"ledger fingerprints not in binary order at {k[0]!r}")
+        else:
+            yield "new", obj, obj.rel
+    while k is not None:
+        yield "gone", None, k[0]
+        k = next(known_it, None)
+
+
+def kind_and_stem(rel: str) -> tuple[str | None, str]:
+    """``(classify(rel), stem(rel))``, fast for ordinary keys (one pass per key of a million)."""
+    if not rel or rel[0] == "/" or rel[-1] == "/" or "//" in rel:
+        return classify(rel), stem(rel)
+    name = rel[rel.rfind("/") + 1:]
+    dot = name.rfind(".")
+    if dot <= 0:
+        return (classify(rel) if dot == 0 else None), stem(rel)
+    ext = name[dot:].lower()
+    if ext not in (".tif", ".tiff", ".json") or rel[0] in ".~" or "/." in rel or "/~" in rel:
+        return classify(rel), stem(rel)
+    if ext == ".json":
+        kind = "collection" if name.lower() == "collection.json" and rel.count("/") <= 1 else "sidecar"
+    else:
+        kind = "raster"
+    return kind, rel[: len(rel) - len(ext)]
+
+
+def group_siblings(diff: Iterable[tuple[str, Obj | None, str]]) -> Iterator[Group | str]:
+    """Groups of changed objects (with the unchanged siblings pairing needs), and the keys that are
+    gone (as plain strings), from a ``merge_diff`` stream. Unclassified keys are skipped."""
+    window: list[tuple[str, Obj, bool]] = []  # (stem + ".", obj, changed): rasters and sidecars of open stems
+
+    def close(before: str | None) -> Iterator[Group]:
+        keep: list[tuple[str, Obj, bool]] = []
+        closing: dict[str, list[tuple[Obj, bool]]] = {}
+        for prefix, obj, changed in window:
+            if before is not None and before.startswith(prefix):
+                keep.append((prefix, obj, changed))
+            else:
+                closing.setdefault(prefix, []).append((obj, changed))
+        window[:] = keep
+        for entries in closing.values():
+            changed = tuple(o for o, c in entries if c)
+            if changed:
+                yield Group(changed, tuple(o for o, c in entries if not c))
+
+    for status, obj, rel in diff:
+        if window and not all(rel.startswith(entry[0]) for entry in window):
+            yield from close(rel)
+        if status == "gone":
+            if classify(rel) is not None:
+                yield rel
+            continue
+        kind, key = kind_and_stem(rel)
+        if kind is None:
+            continue
+        if kind == "collection":
+            if status != "same":
+                yield Group((obj,))  # type: ignore[arg-type]
+            continue
+        window.append((key + ".", obj, status != "same"))  # type: ignore[arg-type]
+    if window:
+        yield from close(None)
