@@ -58,6 +58,19 @@ class Settings(BaseModel):
     sidecar_wait: float = Field(default=30.0, description="Seconds a raster waits for its sidecar")
     settle_time: float = Field(default=1.0, description="Seconds a file's size and mtime must hold still")
     rescan_interval: float = Field(default=300.0, description="Full inbox rescan period (safety net), 0 = off")
+    reconcile_interval: float = Field(
+        default=600.0, ge=0, description="S3 inbox: list the prefix and compare with the ledger every N seconds, 0 = off"
+    )
+    s3_events_amqp: str | None = Field(
+        default=None,
+        description="S3 inbox: AMQP URL of the broker the object store pushes events to (default: the bus broker "
+        "when it is amqp); 'off' = no AMQP events",
+    )
+    s3_events_exchange: str = Field(default="stacdrop.s3-events", description="S3 inbox: exchange the store pushes to")
+    s3_events_exchange_type: str = Field(default="topic", description="S3 inbox: type used when declaring it")
+    s3_events_routing_key: str = Field(default="#", description="S3 inbox: binding key (Ceph: the topic name)")
+    s3_events_queue: str | None = Field(default=None, description="S3 inbox: queue name (default <queue_prefix>.s3-events)")
+    s3_events_sqs: str | None = Field(default=None, description="S3 inbox: SQS queue URL receiving AWS S3 events")
     workers: int = Field(default=1, ge=1)
     max_retries: int = Field(default=5, ge=0)
     retry_base: float = Field(default=2.0, gt=0, description="First retry delay in seconds")
@@ -99,8 +112,9 @@ class Settings(BaseModel):
         for name in SECRET_FIELDS:
             if data.get(name):
                 data[name] = "***"
-        for name in ("broker", "ledger", "stac", "store", "inbox"):
-            data[name] = mask_url(data[name])
+        for name in ("broker", "ledger", "stac", "store", "inbox", "s3_events_amqp"):
+            if data[name]:
+                data[name] = mask_url(data[name])
         return data
 
 
