@@ -176,7 +176,7 @@ def test_broker_restart_mid_stream(tmp_path: Path, rabbit_env: dict[str, str]) -
         _rabbitmqctl("start_app")
         _rabbitmqctl("await_startup")
         wait_stages(lambda: published(rabbit_env) >= len(expected) + 1, 300, "all published after the restart",
-                   procs["publish"])
+                    procs)
         for proc in procs.values():
             assert proc.alive(), proc.logs()[-3000:]
     finally:
