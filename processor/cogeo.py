@@ -118,6 +118,10 @@ def is_valid_cog(path: str, *, resampling: str | None = None) -> bool:
     that way (rio-cogeo's ``OVERVIEW_RESAMPLING`` tag): "average" overviews would invent classes.
     """
     try:
+        # The TIFF header first (no GDAL open): a striped or uncompressed input, the usual case, ends here.
+        layout = tiff_layout(path)
+        if not all(ifd.tiled and ifd.compression not in (None, 1) for ifd in layout.ifds):
+            return False
         with rasterio.Env(**ENV):
             with rasterio.open(path) as ds:
                 if ds.driver != "GTiff" or len(ds.files) != 1:
@@ -131,10 +135,9 @@ def is_valid_cog(path: str, *, resampling: str | None = None) -> bool:
             valid, errors, warnings = cog_validate(path, quiet=True)
         if not valid or errors or warnings:
             return False
-        layout = tiff_layout(path)
     except (CPLE_BaseError, RasterioError, TiffStructureError, OSError):
         return False
-    return all(ifd.tiled and ifd.compression not in (None, 1) for ifd in layout.ifds)
+    return True
 
 
 def check_output(path: str) -> None:
