@@ -15,8 +15,9 @@ Writes
     Collections: POST, on 409 read the stored one, merge (the stored extent, which covers the stored
     items, may only grow) and PUT. Items: POST; on 409 the duplicate policy decides: replace -> PUT,
     skip -> keep, error -> DuplicateItem. ``put_items`` sends one ``bulk_items`` request per collection and
-    chunk (``method=upsert`` for replace, ``insert`` of the missing ids otherwise); a rejected batch falls
-    back to single writes so that the one bad item gets its own error and its neighbours land. Writes of
+    chunk (``method=upsert`` for replace, ``insert`` of the missing ids otherwise; two chunks in flight);
+    a rejected batch falls back to single writes so that the one bad item gets its own error and its
+    neighbours land. Writes of
     the same item id are serialised inside the process (a lock per id): concurrent PUTs of one item race
     in pgstac (spurious 404s).
 
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -143,7 +145,7 @@ def server_message(resp: requests.Response, limit: int = 800) -> str:
 
 class StacApiSink(Sink):
     def __init__(self, url: str, settings: Settings | None = None, *, timeout: float | None = None,
-                 batch_size: int | None = None, verify: bool | None = None) -> None:
+                 batch_size: int | None = None, verify: bool | None = None, concurrency: int = 2) -> None:
         settings = settings or Settings()
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"stac {url!r}: a STAC API URL starts with http:// or https://")
@@ -152,6 +154,7 @@ class StacApiSink(Sink):
         self.timeout = timeout if timeout is not None else settings.stac_timeout
         self.batch_size = batch_size if batch_size is not None else settings.stac_batch_size
         self.verify = settings.stac_verify if verify is None else verify
+        self.concurrency = max(1, concurrency)
         self._auth: dict[str, str] = {}
         if settings.stac_token is not None and settings.stac_token.get_secret_value():
             token = settings.stac_token.get_secret_value().strip()
@@ -348,10 +351,20 @@ class StacApiSink(Sink):
                 outcomes[n].error = exc
                 continue
             groups.setdefault(cid, []).append(n)
-        for cid, idxs in groups.items():
-            for start in range(0, len(idxs), self.batch_size):
-                chunk = idxs[start:start + self.batch_size]
-                self._put_chunk(cid, [items[n] for n in chunk], [outcomes[n] for n in chunk], policy)
+        chunks = [(cid, idxs[start:start + self.batch_size]) for cid, idxs in groups.items()
+                  for start in range(0, len(idxs), self.batch_size)]
+
+        def run(chunk: tuple[str, list[int]]) -> None:
+            cid, idx = chunk
+            self._put_chunk(cid, [items[n] for n in idx], [outcomes[n] for n in idx], policy)
+
+        if len(chunks) > 1 and self.concurrency > 1:
+            # Chunks in flight together: one chunk's read-back overlaps another's bulk write.
+            with ThreadPoolExecutor(min(self.concurrency, len(chunks)), thread_name_prefix="stac-bulk") as pool:
+                list(pool.map(run, chunks))
+        else:
+            for chunk in chunks:
+                run(chunk)
         return outcomes
 
     def _put_chunk(self, cid: str, items: list[dict[str, Any]], outcomes: list[PutOutcome],

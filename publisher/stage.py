@@ -50,7 +50,8 @@ def publish_raster(ready: RasterReady, settings: Settings, sink: Sink) -> Publis
     item = derived.item
     validate_item(item, source)
     collection = item["collection"]
-    if not sink.has_collection(collection):
+
+    def create_collection() -> None:
         if not col_settings.create_if_missing:
             raise UnknownCollection(
                 f"{source}: collection {collection!r} does not exist in the catalog. Drop a STAC collection "
@@ -60,7 +61,18 @@ def publish_raster(ready: RasterReady, settings: Settings, sink: Sink) -> Publis
         col = minimal_collection(collection, item)
         validate_collection(col, f"{source} (collection {collection} created for it)")
         sink.upsert_collection(col)
-    action = sink.put_item(item, col_settings.duplicate_policy)
+
+    if not sink.has_collection(collection):
+        create_collection()
+    try:
+        action = sink.put_item(item, col_settings.duplicate_policy)
+    except UnknownCollection:
+        # A sink may answer has_collection from a cache (the STAC API sink): the collection was deleted
+        # since. Create it (when allowed) and write once more.
+        if not col_settings.create_if_missing:
+            raise
+        create_collection()
+        action = sink.put_item(item, col_settings.duplicate_policy)
     return PublishResult(collection=collection, item_id=item["id"], action=action, item=item)
 
 

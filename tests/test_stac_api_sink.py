@@ -212,3 +212,35 @@ def test_delete_item(sink, cid):
     assert sink.delete_item(cid, "d") is True
     assert sink.get_item(cid, "d") is None
     assert sink.delete_item(cid, "d") is False
+
+
+def test_collection_deleted_behind_the_cache_is_created_again_when_allowed(stac_api_url, cid, monkeypatch):
+    from publisher import stage  # noqa: PLC0415
+
+    sink = StacApiSink(stac_api_url)
+    sink.upsert_collection(make_collection(cid))
+    assert sink.has_collection(cid)
+    requests.delete(f"{stac_api_url}/collections/{cid}", timeout=10).raise_for_status()
+    assert sink.has_collection(cid)  # cached
+    item = make_item("a", collection=cid)
+    monkeypatch.setattr(stage, "derive_item", lambda ready, cs: type("D", (), {"item": item})())
+    monkeypatch.setattr(stage, "validate_item", lambda item, source: None)
+    ready = type("R", (), {"source": type("S", (), {"key": "k", "url": "u"})(), "collection": cid})()
+    with pytest.raises(UnknownCollection):
+        stage.publish_raster(ready, Settings(), sink)
+    settings = Settings(collections={cid: {"create_if_missing": True}})
+    assert sink.has_collection(cid) is False  # the failed write dropped it from the cache
+    sink._extents[cid] = {}  # cached again, as after a has_collection before the deletion
+    assert stage.publish_raster(ready, settings, sink).action == "created"
+    assert sink.get_item(cid, "a") is not None
+
+
+def test_many_chunks_in_flight(stac_api_url, cid):
+    sink = StacApiSink(stac_api_url, batch_size=3, concurrency=3)
+    sink.upsert_collection(make_collection(cid))
+    items = [make_item(f"m{n:02d}", collection=cid, bbox=(float(n), 0.0, n + 1.0, 1.0)) for n in range(11)]
+    items[7]["id"] = "bad#id"
+    out = sink.put_items(items)
+    assert [o.ok for o in out] == [n != 7 for n in range(11)]
+    assert len(search(stac_api_url, collections=[cid])) == 10
+    assert sink.get_collection(cid)["extent"]["spatial"]["bbox"][0][2] == 11.0
