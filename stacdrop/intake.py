@@ -118,6 +118,6 @@ class Intake:
     def remember_fingerprint(self, key: str, fingerprint: str) -> None:
         self.ledger.remember_fingerprint(key, fingerprint)
 
-    def iter_fingerprints(self, prefix: str = ""):  # noqa: ANN201
+    def iter_fingerprints(self, prefix: str = "", batch: int = 20000):  # noqa: ANN201
         """``(key, fingerprint)`` under ``prefix`` in binary key order, streamed (the S3 reconciler's join)."""
-        return self.ledger.iter_fingerprints(prefix)
+        return self.ledger.iter_fingerprints(prefix, batch)

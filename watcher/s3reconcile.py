@@ -113,9 +113,17 @@ def group_siblings(diff: Iterable[tuple[str, Obj | None, str]]) -> Iterator[Grou
             if changed:
                 yield Group(changed, tuple(o for o, c in entries if not c))
 
+    changed_open = 0  # changed entries in the window: without any, closing is a plain filter
     for status, obj, rel in diff:
-        if window and not all(rel.startswith(entry[0]) for entry in window):
-            yield from close(rel)
+        if window:
+            for entry in window:
+                if not rel.startswith(entry[0]):
+                    if changed_open:
+                        yield from close(rel)
+                        changed_open = sum(1 for e in window if e[2])
+                    else:
+                        window[:] = [e for e in window if rel.startswith(e[0])]
+                    break
         if status == "gone":
             if classify(rel) is not None:
                 yield rel
@@ -128,5 +136,7 @@ def group_siblings(diff: Iterable[tuple[str, Obj | None, str]]) -> Iterator[Grou
                 yield Group((obj,))  # type: ignore[arg-type]
             continue
         window.append((key + ".", obj, status != "same"))  # type: ignore[arg-type]
+        if status != "same":
+            changed_open += 1
     if window:
         yield from close(None)
