@@ -310,3 +310,29 @@ def test_sqs_events_from_moto_notifications(moto_url, bucket):
     assert r["source"].key == "c/a b+c ü.tif" and json.loads(r["sidecar_text"]) == {"id": "abc"}
     attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"  # acked (deleted), not just received
+
+
+def test_unsettled_event_comes_back_and_deletion_forgets(moto_url, bucket, rabbit_url, names):
+    """A raster waiting for its sidecar holds its event unacked: stopped then, the event is delivered
+    again. A deletion forgets the waiting raster (nothing submitted) and both events are acked."""
+    client = s3(moto_url)
+    settings = settings_for(moto_url, bucket, s3_events_amqp=rabbit_url, s3_events_exchange=names["exchange"],
+                            s3_events_queue=names["queue"], reconcile_interval=0, sidecar_wait=30)
+    intake = RecordingIntake()
+    inbox = S3Inbox(settings.inbox, settings, intake)
+    with Running(inbox):
+        declared(rabbit_url, names["exchange"], names["queue"])
+        client.put_object(Bucket=bucket, Key="drop/c/w.tif", Body=b"w")
+        publish(rabbit_url, names["exchange"], ceph_event(client, bucket, "drop/c/w.tif"))
+        wait_for(lambda: "c/w.tif" in inbox._info, what="raster waiting for its sidecar")
+    assert intake.rasters == [] and queue_depth(rabbit_url, names["queue"]) == 1  # not acked: back in the queue
+
+    settings = settings.model_copy(update={"sidecar_wait": 3.0})
+    inbox = S3Inbox(settings.inbox, settings, intake)
+    with Running(inbox):
+        wait_for(lambda: "c/w.tif" in inbox._info, what="the event delivered again")
+        client.delete_object(Bucket=bucket, Key="drop/c/w.tif")
+        publish(rabbit_url, names["exchange"], ceph_event(client, bucket, "drop/c/w.tif", "ObjectRemoved:Delete"))
+        wait_for(lambda: "c/w.tif" not in inbox._info, what="the deletion")
+        time.sleep(1.5)
+    assert intake.rasters == [] and queue_depth(rabbit_url, names["queue"]) == 0
