@@ -153,3 +153,41 @@ def test_failed_part_aborts_the_upload(moto_url, bucket, tmp_path, monkeypatch):
     direct = client_for(moto_url)
     assert not direct.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert "Contents" not in direct.list_objects_v2(Bucket=bucket)
+
+
+def test_moto_stopped_mid_upload_then_started_again(tmp_path):
+    """The S3 server process itself stops in the middle of a multipart upload and starts again (empty:
+    moto keeps no state; the bucket is created again as an operator would): the put fails transiently,
+    the retry completes, and no multipart upload is left."""
+    from tests.services import MotoServer  # noqa: PLC0415
+
+    server = MotoServer().start()
+    try:
+        client = client_for(server.url, retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2,
+                            read_timeout=5)
+        client.create_bucket(Bucket="restart-bucket")
+        store = S3Store("restart-bucket", "io", client=client, part_size=5 * MIB, concurrency=1)
+        src = random_file(tmp_path / "big.tif", 30 * MIB)
+        real = client.upload_part
+        errors: list[BaseException] = []
+
+        def stop_after_first_part(**kw):
+            if kw["PartNumber"] == 2:
+                server.stop()
+            return real(**kw)
+
+        client.upload_part = stop_after_first_part
+        try:
+            store.put(src, "c/big.tif")
+        except StoreError as exc:
+            errors.append(exc)
+        assert errors and errors[0].transient
+        client.upload_part = real
+        server.start()
+        client.create_bucket(Bucket="restart-bucket")
+        stored = store.put(src, "c/big.tif")
+        assert stored.size == 30 * MIB
+        assert client.get_object(Bucket="restart-bucket", Key="io/c/big.tif")["Body"].read() == src.read_bytes()
+        assert not client.list_multipart_uploads(Bucket="restart-bucket").get("Uploads")
+    finally:
+        server.stop()
