@@ -161,6 +161,16 @@ class Envelope(BaseModel):
     def collection(self) -> str | None:
         return self.body.get("collection")
 
+    def with_failure(self, stage: str, error_class: str, error: str) -> "Envelope":
+        """A copy one failed attempt later, the error kept in the history."""
+        history = [*self.history, AttemptRecord(stage=stage, error_class=error_class, error=error)]
+        return self.model_copy(update={"attempts": self.attempts + 1, "history": history})
+
+    def for_replay(self) -> "Envelope":
+        """Attempts start again from zero; the earlier attempts stay in the history, marked replayed."""
+        history = [h.model_copy(update={"replayed": True}) for h in self.history]
+        return self.model_copy(update={"attempts": 0, "history": history})
+
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
 

@@ -46,7 +46,7 @@ import structlog
 
 from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
 from stacdrop.errors import ConfigError
-from stacdrop.messages import QUEUES, AttemptRecord, Envelope
+from stacdrop.messages import QUEUES, Envelope
 
 log = structlog.get_logger("stacdrop.bus.rabbitmq")
 
@@ -56,17 +56,6 @@ HEADER_ERROR_LIMIT = 4000  # chars of the error kept in a header; the full text 
 _STOP = object()
 # Anything that means "this connection or channel is gone": the session is rebuilt.
 _LINK_ERRORS = (pika.exceptions.AMQPError, OSError)
-
-
-def _with_failure(env: Envelope, queue: str, error_class: str, error: str) -> Envelope:
-    history = [*env.history, AttemptRecord(stage=queue, error_class=error_class, error=error)]
-    return env.model_copy(update={"attempts": env.attempts + 1, "history": history})
-
-
-def _for_replay(env: Envelope) -> Envelope:
-    """Attempts start again from zero; the earlier attempts stay in the history, marked replayed."""
-    history = [h.model_copy(update={"replayed": True}) for h in env.history]
-    return env.model_copy(update={"attempts": 0, "history": history})
 
 
 URL_OPTIONS = ("claim_interval",)  # bus options an operator may put in the broker URL's query string
@@ -405,7 +394,7 @@ class RabbitBus(Bus):
 
     def replay(self, ids: Iterable[str]) -> list[str]:
         def move(ch: Any, tag: int, letter: DeadLetter) -> None:
-            env = _for_replay(letter.envelope)
+            env = letter.envelope.for_replay()
             ch.basic_publish(self.exchange, letter.queue, env.to_bytes(), self.properties(env), mandatory=True)
             ch.basic_ack(tag)  # only after the broker confirmed the copy on the work queue
 
@@ -569,7 +558,7 @@ class RabbitDelivery(Delivery):
 
     def retry(self, delay: float, error_class: str, error: str) -> None:
         bus = self._runner.bus
-        env = _with_failure(self.envelope, self.queue, error_class, error)
+        env = self.envelope.with_failure(self.queue, error_class, error)
         level = bus._retry_level(max(0.0, delay))
         expiration = str(int(math.ceil(min(max(0.0, delay), level) * 1000)))
         key = f"{self.queue}.{bus._retry_key_suffix(level)}"
@@ -579,7 +568,7 @@ class RabbitDelivery(Delivery):
 
     def dead_letter(self, error_class: str, error: str) -> None:
         bus = self._runner.bus
-        env = _with_failure(self.envelope, self.queue, error_class, error)
+        env = self.envelope.with_failure(self.queue, error_class, error)
         props = bus.dead_letter_properties(env, self.queue, error_class, error)
         body = env.to_bytes()
         self._settle(lambda s: s.op_publish_then_ack(self, f"{self.queue}.dead", body, props))
@@ -836,7 +825,7 @@ class _Session:
         env = Envelope(id=props.message_id or uuid.uuid4().hex, job_id="unknown",
                        body={"kind": "unreadable", "raw": body[:100_000].decode("utf-8", "replace")})
         error = f"unreadable message: {exc}"[:2000]
-        env = _with_failure(env, queue, "unreadable_message", error)
+        env = env.with_failure(queue, "unreadable_message", error)
         props_out = self.bus.dead_letter_properties(env, queue, "unreadable_message", error)
         self._publisher().basic_publish(self.bus.exchange, f"{queue}.dead", env.to_bytes(), props_out, mandatory=True)
         ch.basic_ack(method.delivery_tag)

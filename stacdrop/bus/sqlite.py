@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
-from stacdrop.messages import QUEUES, AttemptRecord, Envelope
+from stacdrop.messages import QUEUES, Envelope
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -248,7 +248,7 @@ class SqliteBus(Bus):
             )
 
     def _retry(self, d: "SqliteDelivery", delay: float, error_class: str, error: str) -> None:
-        env = _with_failure(d.envelope, d.queue, error_class, error)
+        env = d.envelope.with_failure(d.queue, error_class, error)
         with self._tx() as cur:
             cur.execute(
                 "UPDATE messages SET envelope = ?, available_at = ?, retrying = 1, lease_until = NULL "
@@ -257,7 +257,7 @@ class SqliteBus(Bus):
             )
 
     def _dead_letter(self, d: "SqliteDelivery", error_class: str, error: str) -> None:
-        env = _with_failure(d.envelope, d.queue, error_class, error)
+        env = d.envelope.with_failure(d.queue, error_class, error)
         with self._tx() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, queue, error_class, error, attempts, collection, dead_at, "
@@ -327,7 +327,7 @@ class SqliteBus(Bus):
                 row = cur.execute("SELECT queue, envelope FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
                 if row is None:
                     continue
-                env = _for_replay(Envelope.model_validate_json(row[1]))
+                env = Envelope.model_validate_json(row[1]).for_replay()
                 cur.execute("DELETE FROM messages WHERE id = ?", (env.id,))
                 cur.execute(
                     "INSERT INTO messages (id, queue, priority, available_at, envelope) VALUES (?,?,?,?,?)",
@@ -344,17 +344,6 @@ class SqliteBus(Bus):
                 if cur.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,)).rowcount:
                     deleted.append(letter_id)
         return deleted
-
-
-def _with_failure(env: Envelope, queue: str, error_class: str, error: str) -> Envelope:
-    history = [*env.history, AttemptRecord(stage=queue, error_class=error_class, error=error)]
-    return env.model_copy(update={"attempts": env.attempts + 1, "history": history})
-
-
-def _for_replay(env: Envelope) -> Envelope:
-    """Attempts start again from zero; the earlier attempts stay in the history, marked replayed."""
-    history = [h.model_copy(update={"replayed": True}) for h in env.history]
-    return env.model_copy(update={"attempts": 0, "history": history})
 
 
 class SqliteDelivery(Delivery):
