@@ -18,10 +18,13 @@ from stacdrop.config import Settings
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
+    # Not urlsplit: '?' and '#' are legal in S3 keys and must stay part of the key.
+    if not url.startswith("s3://"):
         raise ValueError(f"not an s3:// URL: {url}")
-    return parts.netloc, parts.path.lstrip("/")
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"not an s3:// URL: {url}")
+    return bucket, key
 
 
 def _credentials(settings: Settings) -> dict[str, Any]:

@@ -105,3 +105,12 @@ def test_envelope_round_trip() -> None:
     env = Envelope.wrap("job1", body)
     again = Envelope.from_bytes(env.to_bytes())
     assert again == env and again.parsed() == body and again.collection == "c"
+
+
+def test_parse_s3_url_keeps_question_marks_and_hashes_in_keys() -> None:
+    from stacdrop.s3 import parse_s3_url
+
+    assert parse_s3_url("s3://bucket/a b/x?y#z.tif") == ("bucket", "a b/x?y#z.tif")
+    assert parse_s3_url("s3://bucket") == ("bucket", "")
+    with pytest.raises(ValueError):
+        parse_s3_url("https://bucket/key")
