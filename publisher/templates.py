@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from stacdrop.errors import ConfigError, InvalidItem
-from stacdrop.sidecar import format_datetime
+from stacdrop.sidecar import format_datetime, parse_iso_utc
 
 ID_FIELDS = {"id"}
 TIME_FIELDS = {"datetime", "start_datetime", "end_datetime", "date", "year", "month", "day"}
@@ -162,9 +162,7 @@ def parse_time_text(text: str, what: str, source: str) -> str:
                 int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0), int(m[5] or 0), int(m[6] or 0), tzinfo=timezone.utc
             )
         else:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parse_iso_utc(value)
     except ValueError:
         raise InvalidItem(f"{source}: key template field {what}={text!r} is not a date or datetime") from None
     return format_datetime(parsed)

@@ -65,12 +65,16 @@ def parse_datetime(value: Any, what: str, source: str) -> str:
             d = date.fromisoformat(text)
             parsed = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
         else:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parse_iso_utc(text)
     except ValueError:
         raise InvalidSidecar(f"{source}: {what} {value!r} is not a date or an RFC 3339 datetime") from None
     return format_datetime(parsed)
+
+
+def parse_iso_utc(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 datetime; ``Z`` accepted, a naive time taken as UTC. Raises ValueError."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def format_datetime(value: datetime) -> str:
