@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from publisher.sink import Sink
-from publisher.stage import publish_collection, publish_raster
+from publisher.stage import PreparedItem, prepare_raster, publish_collection, publish_raster, put_prepared
 from stacdrop.config import Settings
 from stacdrop.ledger import PUBLISHED, SKIPPED, Job, Ledger
 from stacdrop.messages import CollectionUpdate, Envelope, RasterReady
-from stacdrop.runtime import StageHandler, StageOutcome, StepRecorder
+from stacdrop.runtime import BatchStageHandler, StageHandler, StageOutcome, StepRecorder
 
 
 def open_sink(settings: Settings) -> Sink:
@@ -42,5 +42,45 @@ def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> Stag
             message=f"item {result.collection}/{result.item_id} {result.action}",
             fields=dict(item_id=result.item_id, collection=result.collection),
         )
+
+    return handle
+
+
+def _published(collection: str, item_id: str, action: str) -> StageOutcome:
+    return StageOutcome(state=PUBLISHED, step="finished", message=f"item {collection}/{item_id} {action}",
+                        fields=dict(item_id=item_id, collection=collection))
+
+
+def make_publish_batch_handler(settings: Settings, sink: Sink, ledger: Ledger) -> BatchStageHandler:
+    """Publish several raster-ready messages with one ``sink.put_items`` call per (collection, policy).
+
+    Collection messages go through the single handler, before the items (an item may need its collection).
+    Every entry gets its own result: an item the catalog rejects fails alone.
+    """
+    single = make_publish_handler(settings, sink, ledger)
+
+    def handle(entries: list[tuple[Envelope, Job, StepRecorder]]) -> list[StageOutcome | Exception]:
+        results: list[StageOutcome | Exception | None] = [None] * len(entries)
+        prepared: list[tuple[int, PreparedItem]] = []
+        for i, (env, job, steps) in enumerate(entries):
+            try:
+                body = env.parsed()
+                if not isinstance(body, RasterReady):
+                    results[i] = single(env, job, steps)
+                    continue
+                newer = ledger.newer_published(job)
+                if newer is not None:
+                    results[i] = StageOutcome(state=SKIPPED, step="finished",
+                                              message=f"superseded: job {newer.id} already published a newer version")
+                    continue
+                steps("publish")
+                prepared.append((i, prepare_raster(body, settings)))
+            except Exception as exc:  # noqa: BLE001 - this entry's own failure
+                results[i] = exc
+        stored = put_prepared([p for _, p in prepared], sink)
+        for (i, _), result in zip(prepared, stored, strict=True):
+            results[i] = result if isinstance(result, Exception) else _published(
+                result.collection, result.item_id, result.action)
+        return results  # type: ignore[return-value]
 
     return handle

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from publisher.derive import STAC_VERSION, derive_item
-from publisher.sink import Sink
+from publisher.sink import DuplicatePolicy, Sink
 from publisher.static_catalog import item_extent
 from publisher.validation import InvalidCollection, validate_collection, validate_item
 from stacdrop.config import Settings
@@ -42,38 +42,126 @@ def minimal_collection(collection_id: str, item: dict[str, Any]) -> dict[str, An
     }
 
 
-def publish_raster(ready: RasterReady, settings: Settings, sink: Sink) -> PublishResult:
-    """Derive, validate and store the item of a stored COG."""
-    source = ready.source.key or ready.source.url
-    col_settings = settings.collection(ready.collection)
-    derived = derive_item(ready, col_settings)
-    item = derived.item
-    validate_item(item, source)
-    collection = item["collection"]
+@dataclass
+class PreparedItem:
+    """A derived and validated item, ready for ``Sink.put_item(s)``."""
 
-    def create_collection() -> None:
-        if not col_settings.create_if_missing:
+    source: str
+    item: dict[str, Any]
+    policy: DuplicatePolicy
+    create_if_missing: bool
+
+    @property
+    def collection(self) -> str:
+        return self.item["collection"]
+
+    def create_collection(self, sink: Sink) -> None:
+        collection = self.collection
+        if not self.create_if_missing:
             raise UnknownCollection(
-                f"{source}: collection {collection!r} does not exist in the catalog. Drop a STAC collection "
+                f"{self.source}: collection {collection!r} does not exist in the catalog. Drop a STAC collection "
                 f"file at inbox/{collection}/collection.json, or set create_if_missing = true under "
                 f"[collections.{collection}] (or [collection_defaults]) in the config"
             )
-        col = minimal_collection(collection, item)
-        validate_collection(col, f"{source} (collection {collection} created for it)")
+        col = minimal_collection(collection, self.item)
+        validate_collection(col, f"{self.source} (collection {collection} created for it)")
         sink.upsert_collection(col)
 
-    if not sink.has_collection(collection):
-        create_collection()
-    try:
-        action = sink.put_item(item, col_settings.duplicate_policy)
-    except UnknownCollection:
-        # A sink may answer has_collection from a cache (the STAC API sink): the collection was deleted
-        # since. Create it (when allowed) and write once more.
-        if not col_settings.create_if_missing:
-            raise
-        create_collection()
-        action = sink.put_item(item, col_settings.duplicate_policy)
-    return PublishResult(collection=collection, item_id=item["id"], action=action, item=item)
+    def ensure_collection(self, sink: Sink) -> None:
+        if not sink.has_collection(self.collection):
+            self.create_collection(sink)
+
+    def put(self, sink: Sink) -> PublishResult:
+        """Store the item alone (the collection must have been ensured)."""
+        try:
+            action = self.put_item(sink)
+        except UnknownCollection:
+            # A sink may answer has_collection from a cache (the STAC API sink): the collection was deleted
+            # since. Create it (when allowed) and write once more.
+            if not self.create_if_missing:
+                raise
+            self.create_collection(sink)
+            action = self.put_item(sink)
+        return self.result(action)
+
+    def put_item(self, sink: Sink) -> str:
+        return sink.put_item(self.item, self.policy)
+
+    def result(self, action: str) -> PublishResult:
+        return PublishResult(collection=self.collection, item_id=self.item["id"], action=action, item=self.item)
+
+
+def prepare_raster(ready: RasterReady, settings: Settings) -> PreparedItem:
+    """Derive and validate the item of a stored COG."""
+    source = ready.source.key or ready.source.url
+    col_settings = settings.collection(ready.collection)
+    item = derive_item(ready, col_settings).item
+    validate_item(item, source)
+    return PreparedItem(source=source, item=item, policy=col_settings.duplicate_policy,
+                        create_if_missing=col_settings.create_if_missing)
+
+
+def publish_raster(ready: RasterReady, settings: Settings, sink: Sink) -> PublishResult:
+    """Derive, validate and store the item of a stored COG."""
+    prepared = prepare_raster(ready, settings)
+    prepared.ensure_collection(sink)
+    return prepared.put(sink)
+
+
+def put_prepared(prepared: list[PreparedItem], sink: Sink) -> list[PublishResult | Exception]:
+    """Store many prepared items: one ``sink.put_items`` call per (collection, policy) group.
+
+    One result per item, in order: its PublishResult, or its own error (a failed collection check fails
+    the items of that collection only). An item whose collection vanished meanwhile is written again alone.
+    """
+    results: list[PublishResult | Exception | None] = [None] * len(prepared)
+    groups: dict[tuple[str, str], list[int]] = {}
+    seen: set[tuple[str, str]] = set()
+    later: list[int] = []  # a second write of an item id in this batch: alone, in order, after the batch
+    for i, p in enumerate(prepared):
+        if (p.collection, p.item["id"]) in seen:
+            later.append(i)
+            continue
+        seen.add((p.collection, p.item["id"]))
+        groups.setdefault((p.collection, p.policy), []).append(i)
+    ensured: dict[str, Exception | None] = {}
+    for (collection, policy), indexes in groups.items():
+        if collection not in ensured:
+            try:
+                prepared[indexes[0]].ensure_collection(sink)
+                ensured[collection] = None
+            except Exception as exc:  # noqa: BLE001 - the error of every item of this collection
+                ensured[collection] = exc
+        if ensured[collection] is not None:
+            for i in indexes:
+                results[i] = ensured[collection]
+            continue
+        try:
+            outcomes = sink.put_items([prepared[i].item for i in indexes], policy)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - a failure of the whole request is each item's error
+            outcomes = None
+            for i in indexes:
+                results[i] = exc
+        if outcomes is None:
+            continue
+        for i, outcome in zip(indexes, outcomes, strict=True):
+            if outcome.ok:
+                results[i] = prepared[i].result(outcome.result())
+            elif isinstance(outcome.error, UnknownCollection):
+                try:
+                    results[i] = prepared[i].put(sink)
+                except Exception as exc:  # noqa: BLE001
+                    results[i] = exc
+            else:
+                assert outcome.error is not None
+                results[i] = outcome.error
+    for i in later:
+        try:
+            prepared[i].ensure_collection(sink)
+            results[i] = prepared[i].put(sink)
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+    return results  # type: ignore[return-value]
 
 
 def publish_collection(update: CollectionUpdate, sink: Sink) -> str:

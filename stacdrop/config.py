@@ -86,6 +86,11 @@ class Settings(BaseModel):
     )
     stac_timeout: float = Field(default=30.0, gt=0, description="STAC API request timeout in seconds")
     stac_batch_size: int = Field(default=500, ge=1, description="STAC API: items per bulk request")
+    publish_batch_window: float = Field(
+        default=1.0, ge=0,
+        description="Publisher: seconds to wait after a raster is ready for more items to publish in one batch "
+        "(at most stac_batch_size); 0 publishes one item at a time",
+    )
     stac_verify: bool = Field(default=True, description="STAC API: read items back after publishing and compare")
     api_token: SecretStr | None = None
     aws_access_key_id: SecretStr | None = None

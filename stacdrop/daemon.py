@@ -81,10 +81,14 @@ class Daemon:
         StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy).run(self.stop)
 
     def _publish(self) -> None:
-        from publisher.handler import make_publish_handler, open_sink  # noqa: PLC0415
+        from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
 
-        handler = make_publish_handler(self.settings, open_sink(self.settings), self.ledger)
-        StageRunner("publish", handler, bus=self.bus, ledger=self.ledger, policy=self.policy).run(self.stop)
+        sink = open_sink(self.settings)
+        StageRunner(
+            "publish", make_publish_handler(self.settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
+            policy=self.policy, batch_handler=make_publish_batch_handler(self.settings, sink, self.ledger),
+            batch_size=self.settings.stac_batch_size, batch_window=self.settings.publish_batch_window,
+        ).run(self.stop)
 
     def _supervise(self, name: str, target: Callable[[], None]) -> None:
         """Run a role until stop; if its loop dies, log it and start it again with backoff."""

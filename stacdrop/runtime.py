@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,8 @@ class StepRecorder:
 
 
 StageHandler = Callable[[Envelope, Job, StepRecorder], StageOutcome]
+# Handles several deliveries at once; one result per entry, in order: its outcome or its own error.
+BatchStageHandler = Callable[[list[tuple[Envelope, Job, StepRecorder]]], list["StageOutcome | Exception"]]
 
 # Job states from which a stage's work counts as done: a redelivered message is acked without work.
 DONE_STATES = {
@@ -83,8 +86,12 @@ RUNNING_STATE = {"process": "processing", "publish": PUBLISHING}
 
 class StageRunner:
     def __init__(
-        self, stage: str, handler: StageHandler, *, bus: Bus, ledger: Ledger, policy: RetryPolicy
+        self, stage: str, handler: StageHandler, *, bus: Bus, ledger: Ledger, policy: RetryPolicy,
+        batch_handler: BatchStageHandler | None = None, batch_size: int = 1, batch_window: float = 0.0,
     ) -> None:
+        self.batch_handler = batch_handler
+        self.batch_size = batch_size
+        self.batch_window = batch_window
         self.stage = stage
         self.queue = stage
         self.handler = handler
@@ -94,34 +101,103 @@ class StageRunner:
 
     def run(self, stop: threading.Event, prefetch: int = 1) -> None:
         log.info("consuming", stage=self.stage, queue=self.queue)
+        if self.batch_handler is not None and self.batch_size > 1 and self.batch_window > 0:
+            self.bus.consume_batch(self.queue, self.on_batch, stop, max_batch=self.batch_size,
+                                   max_wait=self.batch_window)
+            return
         self.bus.consume(self.queue, self.on_delivery, stop, prefetch=prefetch)
 
-    def on_delivery(self, delivery: Delivery) -> None:
-        env = delivery.envelope
+    def on_batch(self, deliveries: list[Delivery]) -> None:
+        """What ``on_delivery`` does, for several deliveries with one call of the batch handler.
+
+        Each delivery is checked, recorded and settled on its own: one failing entry never fails the others.
+        """
+        assert self.batch_handler is not None
+        if len(deliveries) == 1:
+            self.on_delivery(deliveries[0])
+            return
+        started: list[tuple[Delivery, Job, StepRecorder, int]] = []
+        jobs: set[str] = set()
+        again: list[Delivery] = []  # a second message of a job in this batch (e.g. an output published twice)
+        for delivery in deliveries:
+            env = delivery.envelope
+            if env.job_id in jobs:
+                again.append(delivery)
+                continue
+            jobs.add(env.job_id)
+            with self._bound(env):
+                job = self._start(delivery, env)
+                if job is not None:
+                    attempt = env.attempts + 1
+                    started.append((delivery, job, StepRecorder(self.ledger, job.id, self.stage, attempt), attempt))
+        if started:
+            self._run_batch(started)
+        for delivery in again:  # after the batch: usually "already done", acked without work
+            self.on_delivery(delivery)
+
+    def _run_batch(self, started: list[tuple[Delivery, Job, StepRecorder, int]]) -> None:
+        assert self.batch_handler is not None
+        try:
+            results = self.batch_handler([(d.envelope, job, steps) for d, job, steps, _ in started])
+            if len(results) != len(started):
+                raise RuntimeError(f"batch handler returned {len(results)} results for {len(started)} entries")
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed: each entry fails with it
+            results = [exc] * len(started)
+        for (delivery, job, steps, attempt), result in zip(started, results, strict=True):
+            with self._bound(delivery.envelope):
+                self._finish(delivery, job, steps, attempt, result)
+
+    @contextmanager
+    def _bound(self, env: Envelope) -> Iterator[None]:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(job_id=env.job_id, stage=self.stage,
                                                source=env.body.get("source", {}).get("key"))
         try:
-            self._handle(delivery, env)
+            yield
         finally:
             structlog.contextvars.clear_contextvars()
 
+    def on_delivery(self, delivery: Delivery) -> None:
+        env = delivery.envelope
+        with self._bound(env):
+            self._handle(delivery, env)
+
     def _handle(self, delivery: Delivery, env: Envelope) -> None:
-        job = self.ledger.get(env.job_id)
+        job = self._start(delivery, env)
         if job is None:
-            delivery.dead_letter("unknown_job", f"job {env.job_id} is not in the ledger")
-            return
-        if job.state in DONE_STATES[self.stage]:
-            log.info("already done; acking the redelivered message", state=job.state)
-            delivery.ack()
             return
         attempt = env.attempts + 1
         steps = StepRecorder(self.ledger, job.id, self.stage, attempt)
+        try:
+            result: StageOutcome | Exception = self.handler(env, job, steps)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            result = exc
+        self._finish(delivery, job, steps, attempt, result)
+
+    def _start(self, delivery: Delivery, env: Envelope) -> Job | None:
+        """Settle a delivery whose job is unknown or done; otherwise record the attempt and return the job."""
+        job = self.ledger.get(env.job_id)
+        if job is None:
+            delivery.dead_letter("unknown_job", f"job {env.job_id} is not in the ledger")
+            return None
+        if job.state in DONE_STATES[self.stage]:
+            log.info("already done; acking the redelivered message", state=job.state)
+            delivery.ack()
+            return None
+        attempt = env.attempts + 1
         self.ledger.record(job.id, stage=self.stage, step="start", status="started", attempt=attempt,
                            state=RUNNING_STATE[self.stage], attempts=job.attempts + 1,
                            message="redelivered" if delivery.redelivered else None)
+        return job
+
+    def _finish(self, delivery: Delivery, job: Job, steps: StepRecorder, attempt: int,
+                result: StageOutcome | Exception) -> None:
+        """Publish the outputs, record the outcome and ack; or retry / dead-letter a failure."""
+        if isinstance(result, Exception):
+            self._fail(delivery, job, steps, result, attempt)
+            return
+        outcome = result
         try:
-            outcome = self.handler(env, job, steps)
             for queue, out in outcome.outputs:
                 self.bus.publish(queue, out)
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded

@@ -392,6 +392,117 @@ def test_handler_longer_than_the_keepalive_is_not_redelivered(bus_spec) -> None:
     assert nothing_delivered(worker, PROCESS)
 
 
+# -- batches ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def consuming_batches(bus: Bus, queue: str, handler: Callable[[list[Delivery]], None], *, max_batch: int,
+                      max_wait: float) -> Iterator[threading.Event]:
+    """Run ``bus.consume_batch`` in a thread; on exit set stop and require it to return."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bus.consume_batch(queue, handler, stop, max_batch=max_batch, max_wait=max_wait)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name=f"consume-batch-{queue}")
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(SLOW)
+        assert not thread.is_alive(), "consume_batch() did not return after stop was set"
+    if errors:
+        raise errors[0]
+
+
+class BatchRecorder:
+    """Records each batch (the deliveries and the time it arrived), then applies ``action`` to each delivery."""
+
+    def __init__(self, action: Callable[[Delivery], None]) -> None:
+        self.action = action
+        self.batches: list[list[Delivery]] = []
+        self.times: list[float] = []
+        self.concurrent = 0
+        self.max_concurrent = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: list[Delivery]) -> None:
+        with self._lock:
+            self.batches.append(list(batch))
+            self.times.append(time.monotonic())
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            for d in batch:
+                self.action(d)
+        finally:
+            with self._lock:
+                self.concurrent -= 1
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.envelope.id for b in self.batches for d in b]
+
+
+def test_consume_batch_bounds_the_batch_and_settles_each_delivery_on_its_own(bus: Bus) -> None:
+    envs = {name: make_env(f"{name}.tif") for name in ("a", "b", "bad", "later", "unsettled", "f", "g")}
+    for env in envs.values():
+        bus.publish(PROCESS, env)
+    ids = {env.id: name for name, env in envs.items()}
+    seen: set[str] = set()
+
+    def action(d: Delivery) -> None:
+        name = ids[d.envelope.id]
+        first = name not in seen
+        seen.add(name)
+        if name == "bad":
+            d.dead_letter("invalid_item", "rejected by the catalog")
+        elif name == "later":
+            d.retry(600, "catalog_unavailable", "503")
+        elif name == "unsettled" and first:
+            return  # handed back by the bus, delivered again
+        else:
+            d.ack()
+
+    rec = BatchRecorder(action)
+    with consuming_batches(bus, PROCESS, rec, max_batch=3, max_wait=0.5):
+        assert wait_until(lambda: rec.ids.count(envs["unsettled"].id) == 2
+                          and {e.id for e in envs.values()} <= set(rec.ids)), rec.ids
+    assert all(1 <= len(b) <= 3 for b in rec.batches), [len(b) for b in rec.batches]
+    assert len(rec.batches[0]) == 3  # everything was ready: the first batch is full
+    assert rec.max_concurrent == 1
+    again = [d for b in rec.batches for d in b if d.envelope.id == envs["unsettled"].id]
+    assert [d.redelivered for d in again] == [False, True]
+    assert [letter.envelope.id for letter in bus.dead_letters()] == [envs["bad"].id]
+    stats = by_queue(bus)[PROCESS]
+    assert (stats.ready, stats.retrying, stats.dead) == (0, 1, 1)
+
+
+def test_consume_batch_waits_the_window_for_more_then_hands_over_what_it_has(bus: Bus) -> None:
+    rec = BatchRecorder(lambda d: d.ack())
+    with consuming_batches(bus, PROCESS, rec, max_batch=10, max_wait=0.6):
+        time.sleep(0.3)  # the consumer is idle and waiting
+        published = time.monotonic()
+        bus.publish(PROCESS, make_env("one.tif"))
+        time.sleep(0.2)
+        bus.publish(PROCESS, make_env("two.tif"))
+        assert wait_until(lambda: len(rec.ids) >= 2)
+        # one batch of both, handed over about the window after the first message arrived, not later
+        assert len(rec.batches) == 1 and len(rec.batches[0]) == 2
+        assert 0.4 <= rec.times[0] - published <= 0.6 + 1.5
+        single = time.monotonic()
+        bus.publish(PROCESS, make_env("three.tif"))
+        assert wait_until(lambda: len(rec.ids) >= 3)
+        assert len(rec.batches) == 2 and len(rec.batches[1]) == 1
+        assert rec.times[1] - single <= 0.6 + 1.5  # a single message is not held beyond the window
+    assert by_queue(bus)[PROCESS].ready == 0
+
+
 # -- RabbitMQ engine specifics ------------------------------------------------------------------------
 
 rabbit_only = pytest.mark.rabbitmq

@@ -90,3 +90,26 @@ def test_publish_collection_invalid_fields_are_named(sink):
     with pytest.raises(InvalidCollection, match="license"):
         publish_collection(update(json.dumps({k: v for k, v in COLLECTION.items() if k != "license"})), sink)
     assert not sink.has_collection("chelsa")
+
+
+def test_put_prepared_one_put_items_per_collection_and_policy_each_item_its_own_result(sink, monkeypatch):
+    from publisher.stage import prepare_raster, put_prepared
+
+    publish_collection(update(json.dumps(COLLECTION)), sink)
+    s = Settings(collections={"chelsa": {"key_template": TEMPLATE},
+                              "other": {"key_template": TEMPLATE, "duplicate_policy": "error"}})
+    keys = ["chelsa/CHELSA_tas_01_2010.tif", "chelsa/CHELSA_tas_02_2010.tif", "other/CHELSA_tas_01_2010.tif",
+            "chelsa/CHELSA_tas_03_2010.tif", "chelsa/CHELSA_tas_01_2010.tif"]
+    prepared = [prepare_raster(make_ready(key=k), s) for k in keys]
+    calls = []
+    put_items = sink.put_items
+    monkeypatch.setattr(sink, "put_items", lambda items, policy="replace": calls.append(
+        ([i["id"] for i in items], policy)) or put_items(items, policy))
+    results = put_prepared(prepared, sink)
+    # the first two writes of chelsa in one call; "other" does not exist and fails alone, before any write;
+    # the second write of CHELSA_tas_01_2010 comes alone, after the batch (it replaces the first)
+    assert calls[0] == (["CHELSA_tas_01_2010", "CHELSA_tas_02_2010", "CHELSA_tas_03_2010"], "replace")
+    assert all(len(ids) == 1 for ids, _ in calls[1:])  # (a sink may write one item as a batch of one)
+    assert isinstance(results[2], UnknownCollection)
+    assert [r.action for r in (results[0], results[1], results[3], results[4])] == [
+        "created", "created", "created", "replaced"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -244,3 +245,72 @@ def test_many_chunks_in_flight(stac_api_url, cid):
     assert [o.ok for o in out] == [n != 7 for n in range(11)]
     assert len(search(stac_api_url, collections=[cid])) == 10
     assert sink.get_collection(cid)["extent"]["spatial"]["bbox"][0][2] == 11.0
+
+
+def test_publisher_batch_with_one_rejected_item_publishes_the_others(tmp_path, sink, cid, stac_api_url,
+                                                                     monkeypatch):
+    """Bus -> StageRunner.on_batch -> one put_items -> the STAC API -> ledger: the item the API rejects is
+    dead-lettered with its error on its job; its neighbours in the same batch are published and acked."""
+    from publisher import handler as publish_handler
+    from stacdrop.bus.sqlite import SqliteBus
+    from stacdrop.ledger import Ledger
+    from stacdrop.messages import Envelope
+    from stacdrop.retry import RetryPolicy
+    from stacdrop.runtime import StageRunner
+    from tests.test_publisher_derive import make_ready
+
+    real_prepare = publish_handler.prepare_raster
+
+    def prepare(ready, settings):
+        prepared = real_prepare(ready, settings)
+        if prepared.item["id"] == "r3":
+            del prepared.item["properties"]["datetime"]  # passes our checks here; the STAC API rejects it
+        return prepared
+
+    monkeypatch.setattr(publish_handler, "prepare_raster", prepare)
+    calls: list[int] = []
+    put_items = sink.put_items
+    monkeypatch.setattr(sink, "put_items", lambda items, policy="replace": calls.append(len(items))
+                        or put_items(items, policy))
+
+    settings = Settings()
+    bus = SqliteBus(f"sqlite:///{tmp_path}/bus.db")
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    jobs = {}
+    for n in range(6):
+        key = f"{cid}/r{n}.tif"
+        job, _ = ledger.create_job(kind="raster", source=f"/inbox/{key}", source_key=key, content_key=f"c{n}",
+                                   collection=cid, origin="test", priority=1)
+        jobs[f"r{n}"] = job.id
+        for _ in range(2 if n == 0 else 1):  # r0's message twice (a stage's output published again)
+            bus.publish("publish", Envelope.wrap(job.id, make_ready(key=key, collection=cid,
+                                                                     sidecar={"datetime": f"201{n}-01-01"})))
+    runner = StageRunner(
+        "publish", publish_handler.make_publish_handler(settings, sink, ledger), bus=bus, ledger=ledger,
+        policy=RetryPolicy(max_retries=2, base=0.1), batch_size=10, batch_window=0.5,
+        batch_handler=publish_handler.make_publish_batch_handler(settings, sink, ledger),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = {name: ledger.get(job_id).state for name, job_id in jobs.items()}
+            if all(s in ("published", "failed") for s in states.values()):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert calls == [6]  # one bulk write for the whole batch; r0's second message is acked without work
+    events = ledger.get(jobs["r0"], with_events=True).events
+    assert [e.step for e in events if e.stage == "publish" and e.status == "succeeded"] == ["finished"]
+    assert states == {f"r{n}": "failed" if n == 3 else "published" for n in range(6)}
+    bad = ledger.get(jobs["r3"])
+    assert bad.error_class == "invalid_item" and "datetime" in bad.error
+    assert [letter.envelope.job_id for letter in bus.dead_letters()] == [jobs["r3"]]
+    assert {s.queue: s for s in bus.stats()}["publish"].ready == 0
+    assert search(stac_api_url, collections=[cid]) == ["r0", "r1", "r2", "r4", "r5"]
+    bus.close()
+    ledger.close()

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
+from stacdrop.bus.base import BatchHandler, Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
 from stacdrop.messages import QUEUES, Envelope
 
 SCHEMA = """
@@ -161,6 +161,78 @@ class SqliteBus(Bus):
                 self._handle_with_lease(delivery, handler)
         finally:
             self._consumers[queue] -= 1
+
+    def consume_batch(
+        self, queue: str, handler: BatchHandler, stop: threading.Event, *, max_batch: int, max_wait: float
+    ) -> None:
+        """Claim up to ``max_batch`` ready messages (waiting up to ``max_wait`` after the first for more),
+        hold their leases while ``handler`` runs, and hand back whatever it left unsettled."""
+        self._check_queue(queue)
+        max_batch = max(1, max_batch)
+        owner = self.owner_prefix + uuid.uuid4().hex[:8]
+        self._consumers[queue] = self._consumers.get(queue, 0) + 1
+        idle = self.poll_interval
+        last_reap = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() - last_reap > 5.0:
+                    self._reap_dead_owners()
+                    last_reap = time.monotonic()
+                seq = self._publish_seq
+                claimed = self._claim_many(queue, owner, max_batch)
+                if not claimed:
+                    self._wait_for_publish(seq, idle)
+                    idle = min(self.max_poll_interval, idle * 1.5)
+                    continue
+                idle = self.poll_interval
+                deliveries = [SqliteDelivery(self, queue, env, owner, redelivered=n > 1) for env, n in claimed]
+                for d in deliveries:
+                    self._hold_lease(d)
+                try:
+                    deadline = time.monotonic() + max_wait
+                    while len(deliveries) < max_batch and not stop.is_set():
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        seq = self._publish_seq
+                        more = self._claim_many(queue, owner, max_batch - len(deliveries))
+                        if more:
+                            for env, n in more:
+                                d = SqliteDelivery(self, queue, env, owner, redelivered=n > 1)
+                                self._hold_lease(d)
+                                deliveries.append(d)
+                            continue
+                        self._wait_for_publish(seq, min(left, self.poll_interval))
+                    handler(deliveries)
+                finally:
+                    for d in deliveries:
+                        self._leases.pop(d.envelope.id, None)
+                        if not d.settled:
+                            d.release()
+        finally:
+            self._consumers[queue] -= 1
+
+    def _claim_many(self, queue: str, owner: str, limit: int) -> list[tuple[Envelope, int]]:
+        now = time.time()
+        with self._lock:
+            if self._conn.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND available_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) LIMIT 1",
+                (queue, now, now),
+            ).fetchone() is None:
+                return []
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT seq, envelope, deliveries FROM messages WHERE queue = ? AND available_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY priority DESC, available_at, seq LIMIT ?",
+                (queue, now, now, limit),
+            ).fetchall()
+            cur.executemany(
+                "UPDATE messages SET lease_owner = ?, lease_until = ?, retrying = 0, deliveries = deliveries + 1 "
+                "WHERE seq = ?",
+                [(owner, now + self.lease_seconds, r[0]) for r in rows],
+            )
+        return [(Envelope.model_validate_json(r[1]), r[2] + 1) for r in rows]
 
     def _claim(self, queue: str, owner: str) -> tuple[Envelope, int] | None:
         now = time.time()
