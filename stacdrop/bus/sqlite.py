@@ -140,27 +140,7 @@ class SqliteBus(Bus):
     # -- consuming ------------------------------------------------------------------------------------
     def consume(self, queue: str, handler: DeliveryHandler, stop: threading.Event, *, prefetch: int = 1) -> None:
         """Claim and handle one message at a time (``prefetch`` is 1 here: leases need no buffering)."""
-        self._check_queue(queue)
-        owner = self.owner_prefix + uuid.uuid4().hex[:8]
-        self._consumers[queue] = self._consumers.get(queue, 0) + 1
-        idle = self.poll_interval
-        last_reap = 0.0
-        try:
-            while not stop.is_set():
-                if time.monotonic() - last_reap > 5.0:
-                    self._reap_dead_owners()
-                    last_reap = time.monotonic()
-                seq = self._publish_seq
-                claimed = self._claim(queue, owner)
-                if claimed is None:
-                    self._wait_for_publish(seq, idle)
-                    idle = min(self.max_poll_interval, idle * 1.5)
-                    continue
-                idle = self.poll_interval
-                delivery = SqliteDelivery(self, queue, claimed[0], owner, redelivered=claimed[1] > 1)
-                self._handle_with_lease(delivery, handler)
-        finally:
-            self._consumers[queue] -= 1
+        self.consume_batch(queue, lambda deliveries: handler(deliveries[0]), stop, max_batch=1, max_wait=0.0)
 
     def consume_batch(
         self, queue: str, handler: BatchHandler, stop: threading.Event, *, max_batch: int, max_wait: float
@@ -214,6 +194,7 @@ class SqliteBus(Bus):
 
     def _claim_many(self, queue: str, owner: str, limit: int) -> list[tuple[Envelope, int]]:
         now = time.time()
+        # An empty poll is a plain read: no write lock taken (other processes keep writing meanwhile).
         with self._lock:
             if self._conn.execute(
                 "SELECT 1 FROM messages WHERE queue = ? AND available_at <= ? "
@@ -233,40 +214,6 @@ class SqliteBus(Bus):
                 [(owner, now + self.lease_seconds, r[0]) for r in rows],
             )
         return [(Envelope.model_validate_json(r[1]), r[2] + 1) for r in rows]
-
-    def _claim(self, queue: str, owner: str) -> tuple[Envelope, int] | None:
-        now = time.time()
-        # An empty poll is a plain read: no write lock taken (other processes keep writing meanwhile).
-        with self._lock:
-            if self._conn.execute(
-                "SELECT 1 FROM messages WHERE queue = ? AND available_at <= ? "
-                "AND (lease_until IS NULL OR lease_until < ?) LIMIT 1",
-                (queue, now, now),
-            ).fetchone() is None:
-                return None
-        with self._tx() as cur:
-            row = cur.execute(
-                "SELECT seq, envelope, deliveries FROM messages WHERE queue = ? AND available_at <= ? "
-                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY priority DESC, available_at, seq LIMIT 1",
-                (queue, now, now),
-            ).fetchone()
-            if row is None:
-                return None
-            cur.execute(
-                "UPDATE messages SET lease_owner = ?, lease_until = ?, retrying = 0, deliveries = deliveries + 1 "
-                "WHERE seq = ?",
-                (owner, now + self.lease_seconds, row[0]),
-            )
-        return Envelope.model_validate_json(row[1]), row[2] + 1
-
-    def _handle_with_lease(self, delivery: "SqliteDelivery", handler: DeliveryHandler) -> None:
-        self._hold_lease(delivery)
-        try:
-            handler(delivery)
-        finally:
-            self._leases.pop(delivery.envelope.id, None)
-            if not delivery.settled:
-                delivery.release()
 
     def _hold_lease(self, delivery: "SqliteDelivery") -> None:
         """Renew the delivery's lease (every ``lease_seconds / 3``) until it is dropped from ``_leases``."""
