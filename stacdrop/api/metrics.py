@@ -1,0 +1,5 @@
+"""GET /metrics: Prometheus exposition (owned by the metrics work; placeholder router)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
