@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from publisher.sink import Sink
-from publisher.stage import PreparedItem, prepare_raster, publish_collection, publish_raster, put_prepared
+from publisher.stage import (
+    PreparedItem,
+    PublishResult,
+    prepare_raster,
+    publish_collection,
+    publish_raster,
+    put_prepared,
+)
 from stacdrop.config import Settings
 from stacdrop.ledger import PUBLISHED, SKIPPED, Job, Ledger
 from stacdrop.messages import CollectionUpdate, Envelope, RasterReady
@@ -36,19 +43,16 @@ def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> Stag
             return StageOutcome(state=SKIPPED, step="finished",
                                 message=f"superseded: job {newer.id} already published a newer version")
         steps("publish")
-        result = publish_raster(body, settings, sink)
-        return StageOutcome(
-            state=PUBLISHED, step="finished",
-            message=f"item {result.collection}/{result.item_id} {result.action}",
-            fields=dict(item_id=result.item_id, collection=result.collection),
-        )
+        return _published(publish_raster(body, settings, sink))
 
     return handle
 
 
-def _published(collection: str, item_id: str, action: str) -> StageOutcome:
-    return StageOutcome(state=PUBLISHED, step="finished", message=f"item {collection}/{item_id} {action}",
-                        fields=dict(item_id=item_id, collection=collection))
+def _published(result: PublishResult) -> StageOutcome:
+    return StageOutcome(
+        state=PUBLISHED, step="finished", message=f"item {result.collection}/{result.item_id} {result.action}",
+        fields=dict(item_id=result.item_id, collection=result.collection, item_bbox=result.item.get("bbox")),
+    )
 
 
 def make_publish_batch_handler(settings: Settings, sink: Sink, ledger: Ledger) -> BatchStageHandler:
@@ -79,8 +83,7 @@ def make_publish_batch_handler(settings: Settings, sink: Sink, ledger: Ledger) -
                 results[i] = exc
         stored = put_prepared([p for _, p in prepared], sink)
         for (i, _), result in zip(prepared, stored, strict=True):
-            results[i] = result if isinstance(result, Exception) else _published(
-                result.collection, result.item_id, result.action)
+            results[i] = result if isinstance(result, Exception) else _published(result)
         return results  # type: ignore[return-value]
 
     return handle

@@ -46,6 +46,7 @@ jobs = sa.Table(
     sa.Column("cog_key", sa.Text),
     sa.Column("cog_sha256", sa.String(64)),
     sa.Column("cog_size", sa.BigInteger),
+    sa.Column("item_bbox", sa.Text),  # JSON [w, s, e, n] in WGS84 of the published item (status page map)
     sa.Column("params", sa.Text),  # JSON: what was submitted (sidecar name, original /newitem body, ...)
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -151,6 +152,7 @@ class Job:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    item_bbox: list[float] | None = None
     events: list[Event] = field(default_factory=list)
 
     @property
@@ -176,6 +178,7 @@ def _aware(value: datetime | None) -> datetime | None:
 def _job_from_row(row: Any) -> Job:
     data = dict(row._mapping)
     data["params"] = json.loads(data["params"] or "{}")
+    data["item_bbox"] = json.loads(data["item_bbox"]) if data.get("item_bbox") else None
     for key in ("created_at", "updated_at", "finished_at"):
         data[key] = _aware(data[key])
     return Job(**data)
@@ -183,8 +186,12 @@ def _job_from_row(row: Any) -> Job:
 
 JOB_UPDATABLE = {
     "collection", "item_id", "state", "stage", "step", "attempts", "error_class", "error", "input_sha256",
-    "input_size", "cog_href", "cog_key", "cog_sha256", "cog_size", "finished_at",
+    "input_size", "cog_href", "cog_key", "cog_sha256", "cog_size", "finished_at", "item_bbox",
 }
+
+# Columns added after the first release: (name, SQL type). create_all() does not alter existing tables, so
+# _create_schema adds these to a ledger created by an older stacdrop (all nullable, so no backfill).
+ADDED_COLUMNS = {"jobs": [("item_bbox", "TEXT")]}
 
 
 # Stages in pipeline order, and the job columns a stage may not overwrite once a later stage wrote them.
@@ -214,6 +221,12 @@ class Ledger:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
             metadata.create_all(conn)
+            inspector = sa.inspect(conn)
+            for table, columns in ADDED_COLUMNS.items():
+                present = {c["name"] for c in inspector.get_columns(table)}
+                for name, sql_type in columns:
+                    if name not in present:
+                        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -301,6 +314,8 @@ class Ledger:
             raise ValueError(f"not job fields: {sorted(unknown)}")
         now = utcnow()
         values = {"stage": stage, "step": step, "updated_at": now, **fields}
+        if fields.get("item_bbox") is not None:
+            values["item_bbox"] = json.dumps([float(v) for v in fields["item_bbox"]])
         if error_class is not None:
             values["error_class"] = error_class
         elif status == "succeeded":

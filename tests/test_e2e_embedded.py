@@ -101,6 +101,9 @@ def test_good_inputs_become_valid_items(tmp_path: Path, env: dict[str, str]) -> 
         assert not failed, failed
         items = catalog_items(tmp_path / "data" / "stac")
         assert set(items) == set(expected)
+        # the ledger keeps each published item's WGS84 bbox (the status page draws it)
+        bboxes = {j.item_id: j.item_bbox for j in jobs if j.kind == "raster"}
+        assert all(bboxes[item["id"]] == pytest.approx(item["bbox"]) for item in items.values()), bboxes
         out = cli(env, "queues", "--json")
         assert all(q["dead"] == 0 for q in json.loads(out.stdout))
 

@@ -126,3 +126,20 @@ def test_a_late_outcome_of_an_earlier_stage_does_not_move_the_job_back(ledger: L
     ledger.record(other.id, stage="process", step="metadata", status="succeeded", state="publishing")
     got = ledger.get(other.id)
     assert (got.state, got.stage, got.error_class, got.error) == ("publishing", "process", None, None)
+
+
+def test_published_bbox_is_kept_and_an_older_ledger_gains_the_column(ledger: Ledger) -> None:
+    job, _ = _create(ledger)
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED,
+                  item_id="a", item_bbox=[-75.5, 4.0, -74.0, 5.25])
+    assert ledger.get(job.id).item_bbox == [-75.5, 4.0, -74.0, 5.25]
+    # A ledger written by a stacdrop without the column: opening it adds the column, rows read as None.
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN item_bbox"))
+    reopened = Ledger(ledger.url)
+    try:
+        assert reopened.get(job.id).item_bbox is None
+        reopened.record(job.id, stage="publish", step="finished", status="succeeded", item_bbox=[0, 0, 1, 1])
+        assert reopened.get(job.id).item_bbox == [0.0, 0.0, 1.0, 1.0]
+    finally:
+        reopened.close()
