@@ -18,7 +18,7 @@ run: install
 
 # Installs and starts what the tests talk to (RabbitMQ, PostgreSQL), then runs the whole suite.
 test: install services
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	STACDROP_REQUIRE_SERVICES=1 $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 services:
 	bash scripts/services.sh

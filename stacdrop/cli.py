@@ -259,8 +259,7 @@ def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) 
                       error_class=exc.error_class, error=str(exc), message=str(exc))
         raise click.ClickException(f"{exc} [{exc.error_class}]")
 
-    published = [j for j in ledger.list_jobs(collection=collection_id, state=PUBLISHED, limit=100000)
-                 if j.item_id == item_id and j.id != job.id]
+    published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=PUBLISHED, limit=1000)
     try:
         with open_sink(ctx.settings) as sink:
             deleted = sink.delete_item(collection_id, item_id)

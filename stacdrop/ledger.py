@@ -54,6 +54,7 @@ jobs = sa.Table(
     sa.Index("jobs_source", "source", "content_key"),
     sa.Index("jobs_state", "state", "updated_at"),
     sa.Index("jobs_created", "created_at"),
+    sa.Index("jobs_item", "collection", "item_id"),
 )
 
 events = sa.Table(
@@ -227,6 +228,8 @@ class Ledger:
                 for name, sql_type in columns:
                     if name not in present:
                         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+            for index in jobs.indexes:  # indexes added since (create_all skips existing tables)
+                index.create(conn, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -245,15 +248,15 @@ class Ledger:
         params: dict[str, Any] | None = None,
         input_size: int | None = None,
     ) -> tuple[Job, bool]:
-        """Return ``(job, created)``. The same source and content returns the existing job unless it failed:
-        dropping a failed file again is how a user asks for another try."""
+        """Return ``(job, created)``. The same source and content returns the existing job unless it failed
+        or its item was unpublished since: dropping such a file again is how a user asks for another try."""
         now = utcnow()
         with self._create_lock, self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(jobs).where(jobs.c.source == source, jobs.c.content_key == content_key)
                 .order_by(jobs.c.created_at.desc()).limit(1)
             ).first()
-            if row is not None and row.state != FAILED:
+            if row is not None and row.state not in (FAILED, UNPUBLISHED):
                 return _job_from_row(row), False
             job_id = uuid.uuid4().hex
             conn.execute(
@@ -351,6 +354,7 @@ class Ledger:
         stage: str | None = None,
         collection: str | None = None,
         error_class: str | None = None,
+        item_id: str | None = None,
         since: datetime | None = None,
         before: tuple[datetime, str] | None = None,
         limit: int = 50,
@@ -358,7 +362,7 @@ class Ledger:
         """Newest first. ``before`` is a cursor: the (created_at, id) of the last job of the previous page."""
         query = sa.select(jobs)
         for column, value in (("state", state), ("stage", stage), ("collection", collection),
-                              ("error_class", error_class)):
+                              ("error_class", error_class), ("item_id", item_id)):
             if value is not None:
                 query = query.where(jobs.c[column] == value)
         if since is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,18 @@ from tests.services import (
     ensure_rabbitmq,
     unique_prefix,
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # noqa: ARG001
+    """Under ``make test`` (STACDROP_REQUIRE_SERVICES=1) every service was installed and started first, so a
+    test that skips for a missing service is a broken harness: report it as a failure, never a silent skip."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("STACDROP_REQUIRE_SERVICES") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but make test installs and starts every service: {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ POST /search by bbox, datetime and a property."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -104,6 +105,15 @@ def test_dropped_rasters_are_searchable_and_unpublish(tmp_path: Path, stac_api_u
     assert ("unpublish", "alps", "unpublished") in states
     assert ("raster", "alps", "unpublished") in states
     assert search(stac_api_url, collections=[cid]) == ["andes", "congo"]
+
+    # the same file dropped again after an unpublish is new work: it is converted and published again
+    tif = inbox / cid / "alps.tif"
+    os.utime(tif, ns=(tif.stat().st_atime_ns, tif.stat().st_mtime_ns + 10**9))
+    with DaemonProcess(tmp_path, env) as daemon:
+        wait_until(lambda: search(stac_api_url, collections=[cid]) == ["alps", "andes", "congo"], 60,
+                   "alps published again", daemon)
+    again = ledger_for(env).list_jobs(collection=cid, item_id="alps", state="published")
+    assert len(again) == 1 and Path(again[0].cog_href).exists()
 
 
 def test_create_if_missing_on_and_off_and_collection_push(tmp_path: Path, stac_api_url: str) -> None:
