@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+# Debian's chromium: the status page test drives it headless through playwright (no browser download).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "services: installing ${need_apt[*]}"
   apt-get update -qq

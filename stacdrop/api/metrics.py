@@ -1,5 +1,41 @@
-"""GET /metrics: Prometheus exposition (owned by the metrics work; placeholder router)."""
+"""GET /metrics: Prometheus exposition of the ledger and the bus (stacdrop/metrics.py computes it)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import threading
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from stacdrop.api.auth import require_read
+from stacdrop.api.deps import ApiState, get_state
+from stacdrop.metrics import StacdropCollector
 
 router = APIRouter()
+_lock = threading.Lock()
+
+
+def _registry(request: Request, state: ApiState) -> CollectorRegistry:
+    """One registry per app: the collector keeps its incremental tally of job events between scrapes."""
+    app_state = request.app.state
+    with _lock:
+        registry = getattr(app_state, "metrics_registry", None)
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(StacdropCollector(state.ledger, state.bus))
+            app_state.metrics_registry = registry
+    return registry
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition"}},
+    dependencies=[Depends(require_read)],
+)
+def metrics(request: Request, state: ApiState = Depends(get_state)) -> Response:
+    """Jobs by state, stage durations, retries by error class, queue depths, dead letters, consumers,
+    bytes converted and the arrival-to-published time, computed from the ledger and the bus at scrape time."""
+    return Response(generate_latest(_registry(request, state)), media_type=CONTENT_TYPE_LATEST)

@@ -1,5 +1,92 @@
-"""GET /: the status page (owned by the status-page work; placeholder router)."""
+"""GET /: the status page (static HTML + plain JS over the JSON API, no build step), and GET /footprints.
 
-from fastapi import APIRouter
+The page itself holds no data: app.js fetches /queues, /jobs, /dead-letters and /footprints and renders
+them with text nodes only (never innerHTML with API data), every few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from stacdrop.api.auth import require_read
+from stacdrop.api.deps import ApiState, get_state
+from stacdrop.ledger import PUBLISHED, Ledger, jobs
 
 router = APIRouter()
+STATIC = Path(__file__).resolve().parent / "static"
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+               ".css": "text/css; charset=utf-8"}
+# The page sends no data anywhere else and loads nothing from other origins.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _static(name: str) -> FileResponse:
+    path = STATIC / name
+    if path.suffix not in MEDIA_TYPES or not path.is_file():
+        raise HTTPException(404, f"no such file: {name}")
+    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=PAGE_HEADERS)
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return _static("index.html")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static_file(name: str) -> FileResponse:
+    if "/" in name or name.startswith("."):
+        raise HTTPException(404, f"no such file: {name}")
+    return _static(name)
+
+
+def latest_footprints(ledger: Ledger, limit: int) -> dict[str, Any]:
+    """The bboxes of the latest published items as a GeoJSON FeatureCollection (one Polygon per bbox)."""
+    query = (
+        sa.select(jobs.c.id, jobs.c.item_id, jobs.c.collection, jobs.c.finished_at, jobs.c.item_bbox)
+        # (state, updated_at) is indexed; a published job's last update is its publication.
+        .where(jobs.c.state == PUBLISHED, jobs.c.item_bbox.is_not(None))
+        .order_by(jobs.c.updated_at.desc()).limit(limit)
+    )
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(query).fetchall()
+    features = []
+    for job_id, item_id, collection, finished_at, bbox_text in rows:
+        bbox = _bbox(bbox_text)
+        if bbox is None:
+            continue
+        w, s, e, n = bbox
+        features.append({
+            "type": "Feature",
+            "bbox": bbox,
+            "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+            "properties": {"job_id": job_id, "item_id": item_id, "collection": collection,
+                           "finished_at": finished_at.isoformat() if finished_at else None},
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _bbox(text: str) -> list[float] | None:
+    """The stored [w, s, e, n]; anything else (a 3D bbox, a damaged value) is left off the map."""
+    try:
+        values = [float(v) for v in json.loads(text)]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == 4 else None
+
+
+@router.get("/footprints", tags=["status"], summary="Footprints of the latest published items",
+            dependencies=[Depends(require_read)])
+def footprints(limit: int = Query(50, ge=1, le=1000), state: ApiState = Depends(get_state)) -> dict[str, Any]:
+    """GeoJSON FeatureCollection of the bboxes (WGS84) of the latest published items, newest first."""
+    return latest_footprints(state.ledger, limit)

@@ -1,0 +1,322 @@
+"""Prometheus metrics computed at scrape time from the shared state: the job ledger and the bus.
+
+The API server is not the process doing the work (stages may run on several hosts), so in-process
+counters would see nothing: every value is read from the ledger (SQL aggregates, never rows loaded into
+Python) and from ``Bus.stats()`` when Prometheus scrapes. The ledger can hold millions of jobs, so:
+
+- gauges and histograms over the ``jobs`` table are one aggregate query each (histogram buckets are
+  ``SUM(CASE WHEN d <= b ...)`` columns);
+- what comes from ``job_events`` (stage durations, retries) is tallied incrementally: each scrape reads
+  only the events appended since the previous one (an id watermark), so the cost of a scrape does not grow
+  with the history. The first scrape of an API process reads the whole history once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stacdrop.bus.base import Bus
+from stacdrop.ledger import FAILED, PUBLISHED, Ledger, events, jobs
+
+log = structlog.get_logger("stacdrop.metrics")
+
+# Stage durations: a small COG converts in a second, a continental mosaic in hours.
+STAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200)
+# Arrival -> published includes queueing behind a backfill: seconds to a day.
+ARRIVAL_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400)
+# Events younger than this are tallied at the next scrape: a PostgreSQL transaction may take an event id
+# and commit after a later id did, and the watermark must not pass an event that is not visible yet.
+EVENT_GRACE = timedelta(seconds=5)
+# The stages whose work the runtime times ("started" then "succeeded" / "retrying" / "failed").
+TIMED_STAGES = ("process", "publish")
+OUTCOMES = ("succeeded", "retrying", "failed")
+UNFINISHED = ("new", "queued", "processing", "publishing", "retrying")
+
+
+def _seconds_between(dialect: str, start: Any, end: Any) -> Any:
+    """A SQL expression for ``end - start`` in seconds (float)."""
+    if dialect == "postgresql":
+        return sa.func.extract("epoch", end - start)
+    # SQLite keeps datetimes as ISO text, which julianday() reads.
+    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
+
+
+def _bucket_columns(duration: Any, buckets: Sequence[float]) -> list[Any]:
+    """Cumulative bucket counts, the sum and the count of ``duration`` as aggregate columns."""
+    cols = [sa.func.sum(sa.case((duration <= b, 1), else_=0)) for b in buckets]
+    return [*cols, sa.func.coalesce(sa.func.sum(duration), 0.0), sa.func.count()]
+
+
+@dataclass
+class _Histogram:
+    buckets: Sequence[float]
+    counts: list[int] = field(default_factory=list)  # cumulative, one per bucket
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, row: Sequence[Any]) -> None:
+        n = len(self.buckets)
+        counts = [int(v or 0) for v in row[:n]]
+        self.counts = [a + b for a, b in zip(self.counts or [0] * n, counts, strict=True)]
+        self.total += float(row[n] or 0.0)
+        self.count += int(row[n + 1] or 0)
+
+    def exposition(self) -> tuple[list[tuple[str, float]], float]:
+        counts = self.counts or [0] * len(self.buckets)
+        points = [(_le(b), float(c)) for b, c in zip(self.buckets, counts, strict=True)]
+        return [*points, ("+Inf", float(self.count))], self.total
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+class EventTally:
+    """Stage durations and retries from ``job_events``, kept up to date by reading only new events."""
+
+    def __init__(self) -> None:
+        self.watermark = 0  # every event with an id <= watermark is counted
+        self.durations: dict[tuple[str, str], _Histogram] = {}
+        self.retries: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
+
+    def update(self, conn: sa.Connection, now: datetime) -> None:
+        with self.lock:
+            upper = self._safe_upper(conn, now)
+            if upper is None or upper <= self.watermark:
+                return
+            self._tally_durations(conn, self.watermark, upper)
+            self._tally_retries(conn, self.watermark, upper)
+            self.watermark = upper
+
+    def _safe_upper(self, conn: sa.Connection, now: datetime) -> int | None:
+        """The highest event id below which every event is committed: just before the first event newer
+        than the grace period, or the last event if none is that new."""
+        recent = conn.execute(
+            sa.select(sa.func.min(events.c.id)).where(events.c.id > self.watermark,
+                                                      events.c.at > now - EVENT_GRACE)
+        ).scalar()
+        if recent is not None:
+            return int(recent) - 1
+        last = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
+        return None if last is None else int(last)
+
+    def _tally_durations(self, conn: sa.Connection, low: int, high: int) -> None:
+        end = events.alias("ended")
+        start = events.alias("started")
+        # The stage attempt an outcome closes: the latest "started" event of the same job and stage.
+        started_id = (
+            sa.select(sa.func.max(start.c.id))
+            .where(start.c.job_id == end.c.job_id, start.c.stage == end.c.stage, start.c.status == "started",
+                   start.c.id < end.c.id)
+            .scalar_subquery()
+        )
+        paired = (
+            sa.select(end.c.stage, end.c.status, end.c.at.label("end_at"), started_id.label("start_id"))
+            .where(end.c.id > low, end.c.id <= high, end.c.stage.in_(TIMED_STAGES), end.c.status.in_(OUTCOMES))
+            .subquery()
+        )
+        duration = _seconds_between(conn.dialect.name, start.c.at, paired.c.end_at)
+        query = (
+            sa.select(paired.c.stage, paired.c.status, *_bucket_columns(duration, STAGE_BUCKETS))
+            .select_from(paired.join(start, start.c.id == paired.c.start_id))
+            .group_by(paired.c.stage, paired.c.status)
+        )
+        for row in conn.execute(query):
+            key = (row[0], row[1])
+            self.durations.setdefault(key, _Histogram(STAGE_BUCKETS)).add(row[2:])
+
+    def _tally_retries(self, conn: sa.Connection, low: int, high: int) -> None:
+        query = (
+            sa.select(events.c.stage, events.c.error_class, sa.func.count())
+            .where(events.c.id > low, events.c.id <= high, events.c.status == "retrying")
+            .group_by(events.c.stage, events.c.error_class)
+        )
+        for stage, error_class, count in conn.execute(query):
+            key = (stage, error_class or "unknown")
+            self.retries[key] = self.retries.get(key, 0) + int(count)
+
+
+class StacdropCollector(Collector):
+    """A prometheus_client collector over one ledger and (optionally) one bus.
+
+    ``bus`` is a callable returning the bus, so a broker that is down at start-up does not stop the
+    ledger's metrics; bus errors give ``stacdrop_bus_up 0`` and no queue series.
+    """
+
+    def __init__(self, ledger: Ledger, bus: Callable[[], Bus] | Bus | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.ledger = ledger
+        self._bus = bus
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.tally = EventTally()
+        self._bus_lock = threading.Lock()  # a RabbitMQ admin connection is not shared between threads
+
+    def describe(self) -> list[Metric]:
+        # Registering must not query the ledger; Prometheus learns the names from the first scrape.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        began = time.perf_counter()
+        yield from self._ledger_metrics()
+        yield from self._bus_metrics()
+        scrape = GaugeMetricFamily("stacdrop_metrics_scrape_duration_seconds",
+                                   "Time this scrape spent querying the ledger and the bus")
+        scrape.add_metric([], time.perf_counter() - began)
+        yield scrape
+
+    # -- ledger ----------------------------------------------------------------------------------------
+    def _ledger_metrics(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("stacdrop_ledger_up", "1 when the job ledger answered this scrape")
+        try:
+            with self.ledger.engine.connect() as conn:
+                metrics = self._query_ledger(conn)
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the outage instead of failing
+            log.warning("metrics: ledger query failed", error=str(exc))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _query_ledger(self, conn: sa.Connection) -> list[Metric]:
+        now = self.clock()
+        dialect = conn.dialect.name
+        out: list[Metric] = []
+
+        by_state = GaugeMetricFamily("stacdrop_jobs", "Jobs in the ledger by state, kind and collection",
+                                     labels=["state", "kind", "collection"])
+        for state, kind, collection, count in conn.execute(
+            sa.select(jobs.c.state, jobs.c.kind, jobs.c.collection, sa.func.count())
+            .group_by(jobs.c.state, jobs.c.kind, jobs.c.collection)
+        ):
+            by_state.add_metric([state, kind, collection or ""], count)
+        out.append(by_state)
+
+        failed = GaugeMetricFamily("stacdrop_failed_jobs", "Failed jobs by the stage and error class they failed with",
+                                   labels=["stage", "error_class"])
+        for stage, error_class, count in conn.execute(
+            sa.select(jobs.c.stage, jobs.c.error_class, sa.func.count())
+            .where(jobs.c.state == FAILED).group_by(jobs.c.stage, jobs.c.error_class)
+        ):
+            failed.add_metric([stage, error_class or "unknown"], count)
+        out.append(failed)
+
+        oldest = GaugeMetricFamily(
+            "stacdrop_unfinished_job_oldest_age_seconds",
+            "Per stage and state, seconds since the unfinished job with the oldest last update last changed "
+            "(a job stuck in a stage; steps of long conversions are recorded as they start)",
+            labels=["stage", "state"],
+        )
+        for stage, state, at in conn.execute(
+            sa.select(jobs.c.stage, jobs.c.state, sa.func.min(jobs.c.updated_at))
+            .where(jobs.c.state.in_(UNFINISHED)).group_by(jobs.c.stage, jobs.c.state)
+        ):
+            oldest.add_metric([stage, state], max(0.0, (now - _aware(at)).total_seconds()))
+        out.append(oldest)
+
+        input_bytes = CounterMetricFamily("stacdrop_converted_input_bytes",
+                                          "Bytes of source rasters of published items", labels=["collection"])
+        cog_bytes = CounterMetricFamily("stacdrop_converted_cog_bytes",
+                                        "Bytes of COGs of published items", labels=["collection"])
+        for collection, size_in, size_cog in conn.execute(
+            sa.select(jobs.c.collection, sa.func.coalesce(sa.func.sum(jobs.c.input_size), 0),
+                      sa.func.coalesce(sa.func.sum(jobs.c.cog_size), 0))
+            .where(jobs.c.state == PUBLISHED, jobs.c.kind == "raster").group_by(jobs.c.collection)
+        ):
+            input_bytes.add_metric([collection or ""], float(size_in))
+            cog_bytes.add_metric([collection or ""], float(size_cog))
+        out += [input_bytes, cog_bytes]
+
+        arrival = HistogramMetricFamily(
+            "stacdrop_arrival_to_published_seconds",
+            "From a source's arrival (job created) to its item being published (job finished)",
+            labels=["collection"],
+        )
+        waited = _seconds_between(dialect, jobs.c.created_at, jobs.c.finished_at)
+        for row in conn.execute(
+            sa.select(jobs.c.collection, *_bucket_columns(waited, ARRIVAL_BUCKETS))
+            .where(jobs.c.state == PUBLISHED, jobs.c.kind == "raster", jobs.c.finished_at.is_not(None))
+            .group_by(jobs.c.collection)
+        ):
+            hist = _Histogram(ARRIVAL_BUCKETS)
+            hist.add(row[1:])
+            buckets, total = hist.exposition()
+            arrival.add_metric([row[0] or ""], buckets, total)
+        out.append(arrival)
+
+        self.tally.update(conn, now)
+        with self.tally.lock:
+            stage = HistogramMetricFamily(
+                "stacdrop_stage_duration_seconds",
+                "Time a stage attempt took, from its start to its outcome (succeeded, retrying or failed)",
+                labels=["stage", "outcome"],
+            )
+            for (name, outcome), hist in sorted(self.tally.durations.items()):
+                buckets, total = hist.exposition()
+                stage.add_metric([name, outcome], buckets, total)
+            retries = CounterMetricFamily("stacdrop_retries", "Stage attempts that failed and were retried",
+                                          labels=["stage", "error_class"])
+            for (name, error_class), count in sorted(self.tally.retries.items()):
+                retries.add_metric([name, error_class], count)
+        out += [stage, retries]
+        return out
+
+    # -- bus -------------------------------------------------------------------------------------------
+    def _bus_metrics(self) -> Iterator[Metric]:
+        if self._bus is None:
+            return
+        up = GaugeMetricFamily("stacdrop_bus_up", "1 when the bus answered this scrape")
+        try:
+            with self._bus_lock:
+                bus = self._bus() if callable(self._bus) and not isinstance(self._bus, Bus) else self._bus
+                stats = bus.stats()
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the outage instead of failing
+            log.warning("metrics: bus stats failed", error=str(exc))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily("stacdrop_queue_messages", "Messages in a stage's queue by status",
+                                  labels=["queue", "status"])
+        dead = GaugeMetricFamily("stacdrop_dead_letters", "Dead letters of a stage's queue", labels=["queue"])
+        consumers = GaugeMetricFamily(
+            "stacdrop_queue_consumers",
+            "Consumers of a stage's queue (absent where the engine cannot tell: the embedded bus only knows "
+            "its own process's consumers)", labels=["queue"],
+        )
+        for s in stats:
+            for status, value in (("ready", s.ready), ("unacked", s.unacked), ("retrying", s.retrying)):
+                if value is not None:  # None: the engine cannot tell; no made-up zero
+                    depth.add_metric([s.queue, status], value)
+            dead.add_metric([s.queue], s.dead)
+            if s.consumers is not None:
+                consumers.add_metric([s.queue], s.consumers)
+        yield from (depth, dead, consumers)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+# Every metric name the collector exposes (histograms and counters by their family name); alert rules and
+# the dashboard are checked against it (tests/test_metrics.py).
+METRIC_NAMES = (
+    "stacdrop_ledger_up", "stacdrop_jobs", "stacdrop_failed_jobs", "stacdrop_unfinished_job_oldest_age_seconds",
+    "stacdrop_converted_input_bytes_total", "stacdrop_converted_cog_bytes_total",
+    "stacdrop_arrival_to_published_seconds", "stacdrop_stage_duration_seconds", "stacdrop_retries_total",
+    "stacdrop_bus_up", "stacdrop_queue_messages", "stacdrop_dead_letters", "stacdrop_queue_consumers",
+    "stacdrop_metrics_scrape_duration_seconds",
+)
