@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import click
@@ -94,6 +94,21 @@ def publish(ctx: Context) -> None:
     _run(ctx, ("publish",), 1)
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: settings.api_host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: settings.api_port, 8000).")
+@pass_ctx
+def serve(ctx: Context, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API, /metrics and the status page (run the daemon beside it for work to flow)."""
+    import uvicorn  # noqa: PLC0415
+
+    from stacdrop.api.app import create_app  # noqa: PLC0415
+
+    settings = ctx.settings
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=settings.api_port if port is None else port,
+                log_level=settings.log_level.lower(), proxy_headers=False)
+
+
 # -- settings and explain -----------------------------------------------------------------------------
 @main.command("config")
 @pass_ctx
@@ -126,13 +141,12 @@ def explain(ctx: Context, path: str, as_json: bool) -> None:
 # -- jobs -----------------------------------------------------------------------------------------------
 def _parse_since(value: str | None) -> datetime | None:
     """``2026-11-27``, an ISO datetime, or a duration like ``30m``, ``2h``, ``7d``."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    from stacdrop.deadletters import parse_since  # noqa: PLC0415
+
+    try:
+        return parse_since(value)
+    except ValueError:
+        raise click.BadParameter(f"--since {value!r}: not a date, a datetime or a duration like 2h") from None
 
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
@@ -393,25 +407,21 @@ def dlq_show(ctx: Context, letter_id: str) -> None:
 def dlq_replay(ctx: Context, ids: tuple[str, ...], all_: bool, stage: str | None, error_class: str | None,
                collection: str | None, since: str | None, dry_run: bool, rate: float | None) -> None:
     """Put dead letters back on their queue; the replay is recorded on each job."""
-    from stacdrop.ledger import QUEUED  # noqa: PLC0415
+    from stacdrop.deadletters import replay_dead_letters  # noqa: PLC0415
 
     if not (ids or all_ or stage or error_class or collection or since):
         raise click.UsageError("name dead letter ids, or --all, or filters")
-    ledger = ctx.ledger()
+
+    def report(letter, replayed: bool) -> None:  # noqa: ANN001
+        if dry_run:
+            click.echo(f"would replay {letter.id} (job {letter.envelope.job_id}, {letter.error_class})")
+        elif replayed:
+            click.echo(f"replayed {letter.id} (job {letter.envelope.job_id})")
+
     with ctx.bus() as bus:
-        letters = bus.dead_letters(_dlq_filter(ids, stage, error_class, collection, since))
-        for letter in letters:
-            if dry_run:
-                click.echo(f"would replay {letter.id} (job {letter.envelope.job_id}, {letter.error_class})")
-                continue
-            if bus.replay([letter.id]):
-                ledger.record(letter.envelope.job_id, stage=letter.queue, step="queued", status="replayed",
-                              state=QUEUED, message=f"dead letter {letter.id} replayed after {letter.attempts} "
-                              f"attempts ({letter.error_class}: {letter.error[:200]})")
-                click.echo(f"replayed {letter.id} (job {letter.envelope.job_id})")
-            if rate:
-                time.sleep(1.0 / rate)
-    click.echo(f"{'would replay' if dry_run else 'replayed'} {len(letters)} dead letter(s)")
+        result = replay_dead_letters(bus, ctx.ledger(), _dlq_filter(ids, stage, error_class, collection, since),
+                                     dry_run=dry_run, rate=rate, on_letter=report)
+    click.echo(f"{'would replay' if dry_run else 'replayed'} {len(result.matched)} dead letter(s)")
 
 
 @dlq.command("purge")

@@ -92,7 +92,12 @@ class Settings(BaseModel):
         "(at most stac_batch_size); 0 publishes one item at a time",
     )
     stac_verify: bool = Field(default=True, description="STAC API: read items back after publishing and compare")
-    api_token: SecretStr | None = None
+    api_token: SecretStr | None = Field(default=None, description="HTTP API: bearer token for write endpoints")
+    api_auth_disabled: bool = Field(default=False, description="HTTP API: allow writes without a token (explicit opt-out)")
+    api_read_token_required: bool = Field(default=False, description="HTTP API: read endpoints need the token too")
+    api_max_body_bytes: int = Field(default=1 << 20, gt=0, description="HTTP API: largest request body (413 above)")
+    api_host: str = Field(default="127.0.0.1", description="stacdrop serve: address to listen on")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="stacdrop serve: port to listen on")
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_endpoint_url: str | None = None

@@ -49,6 +49,25 @@ class Intake:
         params: dict[str, Any] | None = None,
     ) -> str | None:
         """Create the job and enqueue it. None when this exact content was already submitted."""
+        job_id, new = self.submit_raster_job(
+            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
+            origin=origin, priority=priority, params=params,
+        )
+        return job_id if new else None
+
+    def submit_raster_job(
+        self,
+        *,
+        source: Source,
+        collection: str,
+        sidecar_text: str | None,
+        sidecar_name: str | None,
+        origin: str,
+        priority: int,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[str, bool]:
+        """Like ``submit_raster``, but returns ``(job id, new)``: the existing job's id when this exact content
+        was already submitted (the HTTP API answers a resubmission with the job that has it)."""
         sidecar_sha = sha256_text(sidecar_text)
         body = IngestRequest(
             source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
@@ -62,10 +81,11 @@ class Intake:
     def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None:
         body = CollectionUpdate(source=source, collection=collection, text=text)
         # Collections overtake items, so that items dropped together with their collection.json find it.
-        return self._submit(
+        job_id, new = self._submit(
             kind="collection", body=body, queue=PUBLISH_QUEUE, content_key=sha256_text(text) or "",
             collection=collection, origin=origin, priority=COLLECTION_PRIORITY, params=None,
         )
+        return job_id if new else None
 
     def _submit(
         self,
@@ -78,7 +98,8 @@ class Intake:
         origin: str,
         priority: int,
         params: dict[str, Any] | None,
-    ) -> str | None:
+    ) -> tuple[str, bool]:
+        """``(job id, new)``; ``new`` is False when the same content already has a job past "new"."""
         source = body.source
         job, created = self.ledger.create_job(
             kind=kind, source=source.url, source_key=source.key, content_key=content_key,
@@ -87,10 +108,10 @@ class Intake:
         )
         if not created and job.state != NEW:
             log.debug("unchanged source, no new job", source=source.key, job_id=job.id)
-            return None
+            return job.id, False
         self._enqueue(job.id, queue, Envelope.wrap(job.id, body, priority))
         log.info(f"{kind} job submitted", job_id=job.id, source=source.key, collection=collection, origin=origin)
-        return job.id
+        return job.id, True
 
     def _enqueue(self, job_id: str, queue: str, envelope: Envelope) -> None:
         # A fixed message id per job and queue: a re-enqueue after a crash cannot make a second message.

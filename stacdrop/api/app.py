@@ -1,13 +1,142 @@
-"""The FastAPI application factory (owned by the API work; placeholder)."""
+"""The FastAPI application: ``create_app(settings)``, served by ``stacdrop serve``.
 
-from fastapi import FastAPI
+Routers: the original system's API (compat), the modern API (jobs, queues, dead letters, explain),
+/metrics and the status page; /healthz and /readyz here. Every error is JSON ``{"detail": "..."}``
+naming the field or URL and the reason; request bodies over ``api_max_body_bytes`` are refused with 413.
+"""
 
-from stacdrop.api import metrics, page
-from stacdrop.config import Settings
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from stacdrop.api import compat, jobs, metrics, page
+from stacdrop.api.auth import BodySizeLimit
+from stacdrop.api.deps import ApiState
+from stacdrop.config import Settings, load_settings
+
+READY_TIMEOUT = 5.0
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description="broker, ledger, store, stac: 'ok' or why not")
+    detail: str | None = Field(default=None, description="Which checks failed")
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def check_store(settings: Settings) -> None:
+    store = settings.store
+    if store.startswith("s3://"):
+        from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
+
+        bucket, _ = parse_s3_url(store)
+        s3_client(settings, connect_timeout=READY_TIMEOUT, read_timeout=READY_TIMEOUT,
+                  retries={"max_attempts": 1}).head_bucket(Bucket=bucket)
+        return
+    _check_dir(Path(store.removeprefix("file://")))
+
+
+def check_stac(settings: Settings) -> None:
+    target = settings.stac
+    if target.startswith(("http://", "https://")):
+        import requests  # noqa: PLC0415
+
+        resp = requests.get(target.rstrip("/") + "/", timeout=READY_TIMEOUT)
+        if resp.status_code >= 500:
+            raise RuntimeError(f"{target} answered HTTP {resp.status_code}")
+        return
+    _check_dir(Path(target.removeprefix("file://")))
+
+
+def _check_dir(path: Path) -> None:
+    """The directory, or the nearest existing parent it would be created in, must be writable."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise RuntimeError(f"{path}: not a writable directory")
+
+
+def readiness(state: ApiState) -> dict[str, str]:
+    from stacdrop.urls import redact_url  # noqa: PLC0415
+
+    checks = {"broker": state.bus.stats, "ledger": state.ledger.ping,
+              "store": lambda: check_store(state.settings), "stac": lambda: check_stac(state.settings)}
+    out = {}
+    for name, check in checks.items():
+        try:
+            check()
+            out[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which and why
+            text = str(exc) or type(exc).__name__
+            # Never echo credentials a URL in an error may carry.
+            words = [redact_url(w) if "://" in w else w for w in text.split()]
+            out[name] = f"{type(exc).__name__}: {' '.join(words)}"[:300]
+    return out
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="stacdrop")
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.stacdrop = ApiState.open(settings)
+        try:
+            yield
+        finally:
+            app.state.stacdrop.close()
+
+    app = FastAPI(
+        title="stacdrop", version="1", lifespan=lifespan,
+        description="Submit rasters by URL, follow every job, replay dead letters. Writes need "
+                    "'Authorization: Bearer <api_token>'.",
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """The process is alive (checks nothing else)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, tags=["operations"],
+             responses={503: {"model": Readiness, "description": "A backend is unreachable: see checks"}})
+    def readyz(request: Request) -> Any:
+        """Broker, ledger, store and STAC destination reachable: 200, else 503 naming what failed."""
+        checks = readiness(request.app.state.stacdrop)
+        failed = [name for name, value in checks.items() if value != "ok"]
+        if failed:
+            return JSONResponse({"ready": False, "checks": checks, "detail": f"not ready: {', '.join(failed)}"},
+                                status_code=503)
+        return {"ready": True, "checks": checks, "detail": None}
+
+    app.include_router(compat.router)
+    app.include_router(jobs.read)
+    app.include_router(jobs.write)
     app.include_router(metrics.router)
     app.include_router(page.router)
     return app

@@ -1,0 +1,70 @@
+"""What every route shares: the settings, the ledger, the bus and the intake, opened once per app.
+
+``create_app`` opens an ``ApiState`` in its lifespan and closes it at shutdown; routes (and the metrics
+and status-page routers) take it with ``Depends(get_state)``. Both buses and the ledger are safe to use
+from FastAPI's worker threads: SQLite and the RabbitMQ publisher serialise on a lock, the RabbitMQ admin
+calls (stats, dead letters, replay) open a connection per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from stacdrop.bus.base import Bus
+from stacdrop.config import Settings
+from stacdrop.intake import Intake
+from stacdrop.ledger import Ledger
+
+if TYPE_CHECKING:
+    from publisher.sink import Sink
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    ledger: Ledger
+    bus: Bus
+    intake: Intake
+    _sink: Any = None
+    _sink_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, settings: Settings) -> "ApiState":
+        from stacdrop.daemon import open_bus_for  # noqa: PLC0415
+
+        ledger = Ledger(settings.ledger)
+        bus = open_bus_for(settings)
+        try:
+            bus.setup()  # idempotent; the API may start before any daemon declared the queues
+        except Exception:
+            bus.close()
+            ledger.close()
+            raise
+        return cls(settings=settings, ledger=ledger, bus=bus, intake=Intake(ledger, bus))
+
+    def sink(self) -> "Sink":
+        """The STAC sink, opened on first use (submissions ask it whether a collection exists)."""
+        with self._sink_lock:
+            if self._sink is None:
+                from publisher.handler import open_sink  # noqa: PLC0415
+
+                self._sink = open_sink(self.settings)
+            return self._sink
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+        self.bus.close()
+        self.ledger.close()
+
+
+def get_state(request: Request) -> ApiState:
+    return request.app.state.stacdrop
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
