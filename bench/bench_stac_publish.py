@@ -6,6 +6,10 @@ uvicorn) and publishes N small items (default 2,000) into a fresh collection per
 - sink.put_items   StacApiSink.put_items (bulk upsert in chunks of --batch, two in flight, existence
                    check, read-back check by POST /search, incremental extent): what a batching
                    publisher gets;
+- publisher stage  stacdrop's publish stage end to end: N raster-ready messages already on the bus (embedded
+                   SQLite bus and ledger by default; --broker/--ledger for RabbitMQ/PostgreSQL), the
+                   StageRunner with the batch handler (derive, validate, put_items, ledger outcome, ack) until
+                   the ledger says all N are published: the number the issue's aim is about;
 - sink.put_item    StacApiSink.put_item per item (POST, read-back GET; today's publish stage, one item
                    per message): for information;
 - requests loop    (a) one POST per item from a plain requests.Session, no checks;
@@ -87,6 +91,80 @@ def run_sink_single(url: str, items: list[dict], batch: int) -> None:  # noqa: A
         sink.put_item(item, "replace")
 
 
+def make_ready_messages(cid: str, n: int) -> list:
+    """Raster-ready bodies as the processor emits them (EPSG:4326 1-degree tiles, a datetime per sidecar)."""
+    from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady, Source, StoredObject  # noqa: PLC0415
+    from stacdrop.sidecar import sidecar_from_dict  # noqa: PLC0415
+
+    bodies = []
+    for i in range(n):
+        w, s = -170.0 + (i % 340), -80.0 + (i % 160)
+        key = f"{cid}/item-{i:05d}.tif"
+        sidecar = sidecar_from_dict({"id": f"item-{i:05d}", "datetime": f"{1980 + i % 40}-01-01T00:00:00Z",
+                                     "properties": {"variable": f"v{i % 7}"}}, "sidecar.json")
+        bodies.append(RasterReady(
+            source=Source(url=f"/inbox/{key}", key=key, content_key=f"{i:064x}"), collection=cid,
+            sidecar=sidecar.model_dump(), sidecar_name=f"item-{i:05d}.json",
+            cog=StoredObject(href=f"https://data.example/{key}", key=key, size=1000 + i, sha256=f"{i:064x}"),
+            raster=RasterMetadata(width=120, height=120, count=1, crs_epsg=4326,
+                                  transform=[1 / 120, 0.0, w, 0.0, -1 / 120, s + 1], bounds=[w, s, w + 1, s + 1],
+                                  bands=[BandMetadata(data_type="int16", nodata=-32768, spatial_resolution=1 / 120,
+                                                      statistics={"minimum": 0.0, "maximum": 9.0, "mean": 4.0,
+                                                                  "stddev": 1.0, "valid_percent": 100.0})]),
+        ))
+    return bodies
+
+
+def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | None, ledger_url: str | None) -> float:
+    """Seconds for the publish stage to publish ``n`` queued messages (enqueueing is not timed)."""
+    import tempfile  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
+    from stacdrop.daemon import open_bus_for  # noqa: PLC0415
+    from stacdrop.ledger import PUBLISHED, Ledger  # noqa: PLC0415
+    from stacdrop.messages import PUBLISH_QUEUE, Envelope  # noqa: PLC0415
+    from stacdrop.retry import RetryPolicy  # noqa: PLC0415
+    from stacdrop.runtime import StageRunner  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(stac=url, stac_batch_size=batch, broker=broker or f"sqlite:///{tmp}/bus.db",
+                            ledger=ledger_url or f"sqlite:///{tmp}/ledger.db", queue_prefix=f"bench{cid}")
+        ledger, bus = Ledger(settings.ledger), open_bus_for(settings)
+        bus.setup()
+        for body in make_ready_messages(cid, n):
+            job, _ = ledger.create_job(kind="raster", source=body.source.url, source_key=body.source.key,
+                                       content_key=body.source.content_key, collection=cid, origin="bench",
+                                       priority=1)
+            bus.publish(PUBLISH_QUEUE, Envelope.wrap(job.id, body))
+        sink = open_sink(settings)
+        runner = StageRunner(
+            "publish", make_publish_handler(settings, sink, ledger), bus=bus, ledger=ledger,
+            policy=RetryPolicy(), batch_handler=make_publish_batch_handler(settings, sink, ledger),
+            batch_size=settings.stac_batch_size, batch_window=settings.publish_batch_window,
+        )
+        stop = threading.Event()
+        done_at: list[float] = []
+
+        def watch() -> None:  # the stage runs in this thread (profilers see it); this one says when it is done
+            while not stop.is_set() and ledger.count_by_state().get(PUBLISHED, 0) < n:
+                time.sleep(0.05)
+            done_at.append(time.perf_counter())
+            stop.set()
+
+        t0 = time.perf_counter()
+        threading.Thread(target=watch, daemon=True).start()
+        runner.run(stop)
+        elapsed = done_at[0] - t0
+        counts = ledger.count_by_state()
+        assert counts == {PUBLISHED: n}, counts
+        if hasattr(bus, "delete_topology"):
+            bus.delete_topology()
+        bus.close()
+        ledger.close()
+    return elapsed
+
+
 def run_requests_loop(url: str, items: list[dict], batch: int) -> None:  # noqa: ARG001
     session = requests.Session()
     for item in items:
@@ -108,6 +186,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     parser.add_argument("--skip-single", action="store_true", help="skip the sink.put_item-per-item run")
+    parser.add_argument("--broker", default=None, help="publisher stage: bus URL (default: embedded SQLite)")
+    parser.add_argument("--ledger", default=None, help="publisher stage: ledger URL (default: SQLite)")
     args = parser.parse_args()
 
     check_available(args.dsn)
@@ -132,6 +212,13 @@ def main() -> None:
             assert count(url, cid) == args.n, (name, count(url, cid))
             results[name] = args.n / elapsed
             print(f"{name:<20} {args.n} items in {elapsed:7.2f} s  {results[name]:8.0f} items/s", flush=True)
+        cid = f"bench-{uuid.uuid4().hex[:6]}"
+        requests.post(f"{url}/collections", json=make_collection(cid), timeout=30).raise_for_status()
+        elapsed = run_publisher_stage(url, cid, args.n, max(args.batch, 500), args.broker, args.ledger)
+        assert count(url, cid) == args.n
+        results["publisher stage"] = args.n / elapsed
+        print(f"{'publisher stage':<20} {args.n} items in {elapsed:7.2f} s  {results['publisher stage']:8.0f} items/s",
+              flush=True)
         cid = f"bench-{uuid.uuid4().hex[:6]}"
         requests.post(f"{url}/collections", json=make_collection(cid), timeout=30).raise_for_status()
         items = make_items(cid, args.n)

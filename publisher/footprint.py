@@ -218,6 +218,14 @@ def _fallback(raster: RasterMetadata, crs: CRS, densify_points: int) -> tuple[di
     return _box_geojson(*bbox), bbox
 
 
+def _plain_lonlat_grid(raster: RasterMetadata, nbbox: list[float]) -> bool:
+    """EPSG:4326, north up, no rotation, inside [-180, 180] x [-90, 90]: no reprojection or wrapping needed."""
+    a, b, _, d, e, _ = raster.transform[:6]
+    west, south, east, north = nbbox
+    return (raster.crs_epsg == 4326 and b == 0 and d == 0 and a > 0 and e < 0
+            and -180.0 <= west < east <= 180.0 and -90.0 <= south < north <= 90.0)
+
+
 def footprint_wgs84(raster: RasterMetadata, densify_points: int = 21) -> tuple[dict[str, Any], list[float]]:
     """(GeoJSON geometry, [west, south, east, north]) of the raster in EPSG:4326."""
     geometry, bbox, _ = footprint(raster, densify_points)
@@ -230,6 +238,11 @@ def footprint(
     """(GeoJSON geometry, WGS84 bbox, native bbox for proj:bbox)."""
     crs = raster_crs(raster)
     nbbox = native_bbox(raster)
+    if _plain_lonlat_grid(raster, nbbox):
+        # The common case (global and regional lon/lat grids): the footprint is the grid's own rectangle, so
+        # skip densifying, projecting and simplifying the outline (most of a small item's publish cost).
+        bbox = [_r(v) for v in nbbox]
+        return _box_geojson(*bbox), bbox, nbbox
     xs, ys = native_outline(raster, densify_points)
     lons, lats = _to_wgs84(crs).transform(xs, ys)  # EPSG:4326 -> 4326 keeps 0..360 longitudes as they are
     lons, lats = np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)

@@ -40,12 +40,16 @@ def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> Stag
         assert isinstance(body, RasterReady), f"publish queue got a {env.kind} message"
         newer = ledger.newer_published(job)
         if newer is not None:
-            return StageOutcome(state=SKIPPED, step="finished",
-                                message=f"superseded: job {newer.id} already published a newer version")
+            return _superseded(newer)
         steps("publish")
         return _published(publish_raster(body, settings, sink))
 
     return handle
+
+
+def _superseded(newer_job_id: str) -> StageOutcome:
+    return StageOutcome(state=SKIPPED, step="finished",
+                        message=f"superseded: job {newer_job_id} already published a newer version")
 
 
 def _published(result: PublishResult) -> StageOutcome:
@@ -66,16 +70,15 @@ def make_publish_batch_handler(settings: Settings, sink: Sink, ledger: Ledger) -
     def handle(entries: list[tuple[Envelope, Job, StepRecorder]]) -> list[StageOutcome | Exception]:
         results: list[StageOutcome | Exception | None] = [None] * len(entries)
         prepared: list[tuple[int, PreparedItem]] = []
+        newer = ledger.newer_published_many([job for _, job, _ in entries])
         for i, (env, job, steps) in enumerate(entries):
             try:
                 body = env.parsed()
                 if not isinstance(body, RasterReady):
                     results[i] = single(env, job, steps)
                     continue
-                newer = ledger.newer_published(job)
-                if newer is not None:
-                    results[i] = StageOutcome(state=SKIPPED, step="finished",
-                                              message=f"superseded: job {newer.id} already published a newer version")
+                if job.id in newer:
+                    results[i] = _superseded(newer[job.id])
                     continue
                 steps("publish")
                 prepared.append((i, prepare_raster(body, settings)))

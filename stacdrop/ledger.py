@@ -7,6 +7,7 @@ submitted; the same source with the same content makes no second job, changed co
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
@@ -124,6 +125,21 @@ class PendingEvent:
     attempt: int | None = None
     message: str | None = None
     error_class: str | None = None
+
+
+@dataclass
+class Record:
+    """One outcome to record on a job: an event and the job fields it changes (see ``Ledger.record``)."""
+
+    job_id: str
+    stage: str
+    step: str
+    status: str
+    message: str | None = None
+    error_class: str | None = None
+    attempt: int | None = None
+    before: list[PendingEvent] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,6 +311,15 @@ class Ledger:
                 ]
         return job
 
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs among ``job_ids`` that exist (one query per 500 ids)."""
+        found: dict[str, Job] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(job_ids), 500):
+                for row in conn.execute(sa.select(jobs).where(jobs.c.id.in_(job_ids[i:i + 500]))):
+                    found[row.id] = _job_from_row(row)
+        return found
+
     def record(
         self,
         job_id: str,
@@ -312,33 +337,30 @@ class Ledger:
 
         ``before``: events recorded in memory earlier (quick steps), written first in the same transaction.
         """
-        unknown = set(fields) - JOB_UPDATABLE
-        if unknown:
-            raise ValueError(f"not job fields: {sorted(unknown)}")
+        self.record_many([Record(job_id, stage=stage, step=step, status=status, message=message,
+                                 error_class=error_class, attempt=attempt, before=before or [], fields=fields)])
+
+    def record_many(self, records: list[Record]) -> None:
+        """``record`` for many jobs in one transaction (a publish batch of 500 items: one commit, not 500).
+
+        Updates with the same columns share one compiled statement, executed with many parameter sets.
+        """
+        if not records:
+            return
         now = utcnow()
-        values = {"stage": stage, "step": step, "updated_at": now, **fields}
-        if fields.get("item_bbox") is not None:
-            values["item_bbox"] = json.dumps([float(v) for v in fields["item_bbox"]])
-        if error_class is not None:
-            values["error_class"] = error_class
-        elif status == "succeeded":
-            values.update(error_class=None, error=None)
-        if "state" in fields and fields["state"] in FINAL_STATES and "finished_at" not in fields:
-            values["finished_at"] = now
-        rows = [_event_row(job_id, e) for e in before or ()]
-        rows.append(dict(job_id=job_id, at=now, stage=stage, step=step, status=status, attempt=attempt,
-                         error_class=error_class, message=message))
-        later = STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
-        if later:
-            # A stage's outcome is recorded after its output message is published, so the next stage may
-            # already have recorded its own (a quick publish, an instant wake-up): never move the job's
-            # state back. The event is appended either way; outputs (cog_*, ...) are written either way.
-            ahead = jobs.c.stage.in_(later)
-            for column in GUARDED & values.keys():
-                values[column] = sa.case((ahead, jobs.c[column]), else_=sa.bindparam(None, values[column],
-                                                                                     type_=jobs.c[column].type))
+        updates: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        rows: list[dict[str, Any]] = []
+        for rec in records:
+            values = _job_values(rec, now)
+            columns = tuple(sorted(values))
+            updates.setdefault((rec.stage, columns), []).append(
+                {"b_id": rec.job_id, **{f"b_{c}": values[c] for c in columns}})
+            rows.extend(_event_row(rec.job_id, e) for e in rec.before)
+            rows.append(dict(job_id=rec.job_id, at=now, stage=rec.stage, step=rec.step, status=rec.status,
+                             attempt=rec.attempt, error_class=rec.error_class, message=rec.message))
         with self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            for (stage, columns), params in updates.items():
+                conn.execute(_update_statement(stage, columns), params)
             conn.execute(events.insert(), rows)
 
     def add_events(self, job_id: str, pending: list[PendingEvent], *, step: str) -> None:
@@ -385,16 +407,27 @@ class Ledger:
         """Jobs created but never put on the bus (the process died in between)."""
         return self.list_jobs(state=NEW, limit=100000)
 
-    def newer_published(self, job: Job) -> Job | None:
-        """A later version of the same source that is already published: ``job`` must not overwrite it."""
+    def newer_published(self, job: Job) -> str | None:
+        """The id of a later version of the same source that is already published: ``job`` must not
+        overwrite it."""
+        return self.newer_published_many([job]).get(job.id)
+
+    def newer_published_many(self, batch: list[Job]) -> dict[str, str]:
+        """``newer_published`` for many jobs with one query per 500 sources: {job id: newer job id}."""
+        by_source: dict[str, list[Job]] = {}
+        for job in batch:
+            by_source.setdefault(job.source, []).append(job)
+        sources = list(by_source)
+        newer: dict[str, str] = {}
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(
-                    jobs.c.source == job.source, jobs.c.id != job.id, jobs.c.state == PUBLISHED,
-                    jobs.c.created_at > job.created_at,
-                ).limit(1)
-            ).first()
-        return _job_from_row(row) if row else None
+            for i in range(0, len(sources), 500):
+                query = sa.select(jobs.c.id, jobs.c.source, jobs.c.created_at).where(
+                    jobs.c.source.in_(sources[i:i + 500]), jobs.c.state == PUBLISHED)
+                for row in conn.execute(query):
+                    for job in by_source[row.source]:
+                        if row.id != job.id and _aware(row.created_at) > job.created_at:
+                            newer[job.id] = row.id
+        return newer
 
     # -- source fingerprints (cheap change detection for watchers) ------------------------------------
     def fingerprint(self, key: str) -> str | None:
@@ -429,6 +462,41 @@ class Ledger:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+
+def _job_values(rec: Record, now: datetime) -> dict[str, Any]:
+    """The job columns a record sets (plain values; the stage guard is in the statement)."""
+    unknown = set(rec.fields) - JOB_UPDATABLE
+    if unknown:
+        raise ValueError(f"not job fields: {sorted(unknown)}")
+    values = {"stage": rec.stage, "step": rec.step, "updated_at": now, **rec.fields}
+    if rec.fields.get("item_bbox") is not None:
+        values["item_bbox"] = json.dumps([float(v) for v in rec.fields["item_bbox"]])
+    if rec.error_class is not None:
+        values["error_class"] = rec.error_class
+    elif rec.status == "succeeded":
+        values.update(error_class=None, error=None)
+    if rec.fields.get("state") in FINAL_STATES and "finished_at" not in rec.fields:
+        values["finished_at"] = now
+    return values
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(stage: str, columns: tuple[str, ...]) -> sa.Update:
+    """UPDATE jobs SET <columns> WHERE id = :b_id, with the stage guard, for executemany.
+
+    A stage's outcome is recorded after its output message is published, so the next stage may already have
+    recorded its own (a quick publish, an instant wake-up): the guarded columns (state, stage, step, ...) keep
+    their value when the job is already in a later stage. Outputs (cog_*, ...) are written either way.
+    """
+    later = STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
+    ahead = jobs.c.stage.in_(later) if later else None
+    values: dict[str, Any] = {}
+    for column in columns:
+        param = sa.bindparam(f"b_{column}", type_=jobs.c[column].type)
+        values[column] = sa.case((ahead, jobs.c[column]), else_=param) if ahead is not None and column in GUARDED \
+            else param
+    return jobs.update().where(jobs.c.id == sa.bindparam("b_id")).values(values)
 
 
 def _event_row(job_id: str, event: PendingEvent) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import structlog
 from stacdrop.bus.base import Bus, Delivery
 from stacdrop.errors import classify
 from stacdrop.ledger import (
-    FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger, PendingEvent,
+    FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger, PendingEvent, Record,
 )
 from stacdrop.messages import Envelope, utcnow
 from stacdrop.retry import RetryPolicy
@@ -76,6 +76,9 @@ StageHandler = Callable[[Envelope, Job, StepRecorder], StageOutcome]
 # Handles several deliveries at once; one result per entry, in order: its outcome or its own error.
 BatchStageHandler = Callable[[list[tuple[Envelope, Job, StepRecorder]]], list["StageOutcome | Exception"]]
 
+# A delivery whose attempt is recorded: (delivery, its job, the step recorder, the attempt number).
+Started = tuple[Delivery, Job, StepRecorder, int]
+
 # Job states from which a stage's work counts as done: a redelivered message is acked without work.
 DONE_STATES = {
     "process": {PUBLISHING, PUBLISHED, SKIPPED, UNPUBLISHED},
@@ -107,35 +110,38 @@ class StageRunner:
             return
         self.bus.consume(self.queue, self.on_delivery, stop, prefetch=prefetch)
 
-    def on_batch(self, deliveries: list[Delivery]) -> None:
-        """What ``on_delivery`` does, for several deliveries with one call of the batch handler.
+    def on_delivery(self, delivery: Delivery) -> None:
+        self._run([delivery], self._call_single, flush_after=0.5)
 
-        Each delivery is checked, recorded and settled on its own: one failing entry never fails the others.
+    def on_batch(self, deliveries: list[Delivery]) -> None:
+        """What ``on_delivery`` does, for several deliveries with one call of the batch handler, one ledger
+        transaction for their starts and one for their outcomes.
+
+        Each delivery is checked and settled on its own: one failing entry never fails the others.
         """
         assert self.batch_handler is not None
         if len(deliveries) == 1:
             self.on_delivery(deliveries[0])
             return
-        started: list[tuple[Delivery, Job, StepRecorder, int]] = []
-        jobs: set[str] = set()
+        first: list[Delivery] = []
         again: list[Delivery] = []  # a second message of a job in this batch (e.g. an output published twice)
+        seen: set[str] = set()
         for delivery in deliveries:
-            env = delivery.envelope
-            if env.job_id in jobs:
-                again.append(delivery)
-                continue
-            jobs.add(env.job_id)
-            with self._bound(env):
-                job = self._start(delivery, env)
-                if job is not None:
-                    attempt = env.attempts + 1
-                    started.append((delivery, job, StepRecorder(self.ledger, job.id, self.stage, attempt), attempt))
-        if started:
-            self._run_batch(started)
+            (again if delivery.envelope.job_id in seen else first).append(delivery)
+            seen.add(delivery.envelope.job_id)
+        # Steps of a batch are written with its outcome: per-entry flushes would cost a transaction each.
+        self._run(first, self._call_batch, flush_after=float("inf"))
         for delivery in again:  # after the batch: usually "already done", acked without work
             self.on_delivery(delivery)
 
-    def _run_batch(self, started: list[tuple[Delivery, Job, StepRecorder, int]]) -> None:
+    def _call_single(self, started: list[Started]) -> list[StageOutcome | Exception]:
+        (delivery, job, steps, _), = started
+        try:
+            return [self.handler(delivery.envelope, job, steps)]
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            return [exc]
+
+    def _call_batch(self, started: list[Started]) -> list[StageOutcome | Exception]:
         assert self.batch_handler is not None
         try:
             results = self.batch_handler([(d.envelope, job, steps) for d, job, steps, _ in started])
@@ -143,9 +149,13 @@ class StageRunner:
                 raise RuntimeError(f"batch handler returned {len(results)} results for {len(started)} entries")
         except Exception as exc:  # noqa: BLE001 - the whole batch failed: each entry fails with it
             results = [exc] * len(started)
-        for (delivery, job, steps, attempt), result in zip(started, results, strict=True):
-            with self._bound(delivery.envelope):
-                self._finish(delivery, job, steps, attempt, result)
+        return results
+
+    def _run(self, deliveries: list[Delivery],
+             call: Callable[[list[Started]], list[StageOutcome | Exception]], flush_after: float) -> None:
+        started = self._start(deliveries, flush_after)
+        if started:
+            self._finish(started, call(started))
 
     @contextmanager
     def _bound(self, env: Envelope) -> Iterator[None]:
@@ -157,57 +167,56 @@ class StageRunner:
         finally:
             structlog.contextvars.clear_contextvars()
 
-    def on_delivery(self, delivery: Delivery) -> None:
-        env = delivery.envelope
-        with self._bound(env):
-            self._handle(delivery, env)
+    def _start(self, deliveries: list[Delivery], flush_after: float) -> list[Started]:
+        """Settle the deliveries whose job is unknown or done; record the attempt of the others."""
+        found = self.ledger.get_many([d.envelope.job_id for d in deliveries])
+        started: list[Started] = []
+        records: list[Record] = []
+        for delivery in deliveries:
+            env = delivery.envelope
+            with self._bound(env):
+                job = found.get(env.job_id)
+                if job is None:
+                    delivery.dead_letter("unknown_job", f"job {env.job_id} is not in the ledger")
+                    continue
+                if job.state in DONE_STATES[self.stage]:
+                    log.info("already done; acking the redelivered message", state=job.state)
+                    delivery.ack()
+                    continue
+                attempt = env.attempts + 1
+                records.append(Record(job.id, stage=self.stage, step="start", status="started", attempt=attempt,
+                                      message="redelivered" if delivery.redelivered else None,
+                                      fields=dict(state=RUNNING_STATE[self.stage], attempts=job.attempts + 1)))
+                steps = StepRecorder(self.ledger, job.id, self.stage, attempt, flush_after=flush_after)
+                started.append((delivery, job, steps, attempt))
+        self.ledger.record_many(records)
+        return started
 
-    def _handle(self, delivery: Delivery, env: Envelope) -> None:
-        job = self._start(delivery, env)
-        if job is None:
-            return
-        attempt = env.attempts + 1
-        steps = StepRecorder(self.ledger, job.id, self.stage, attempt)
-        try:
-            result: StageOutcome | Exception = self.handler(env, job, steps)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            result = exc
-        self._finish(delivery, job, steps, attempt, result)
-
-    def _start(self, delivery: Delivery, env: Envelope) -> Job | None:
-        """Settle a delivery whose job is unknown or done; otherwise record the attempt and return the job."""
-        job = self.ledger.get(env.job_id)
-        if job is None:
-            delivery.dead_letter("unknown_job", f"job {env.job_id} is not in the ledger")
-            return None
-        if job.state in DONE_STATES[self.stage]:
-            log.info("already done; acking the redelivered message", state=job.state)
-            delivery.ack()
-            return None
-        attempt = env.attempts + 1
-        self.ledger.record(job.id, stage=self.stage, step="start", status="started", attempt=attempt,
-                           state=RUNNING_STATE[self.stage], attempts=job.attempts + 1,
-                           message="redelivered" if delivery.redelivered else None)
-        return job
-
-    def _finish(self, delivery: Delivery, job: Job, steps: StepRecorder, attempt: int,
-                result: StageOutcome | Exception) -> None:
-        """Publish the outputs, record the outcome and ack; or retry / dead-letter a failure."""
-        if isinstance(result, Exception):
-            self._fail(delivery, job, steps, result, attempt)
-            return
-        outcome = result
-        try:
-            for queue, out in outcome.outputs:
-                self.bus.publish(queue, out)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            self._fail(delivery, job, steps, exc, attempt)
-            return
-        self.ledger.record(job.id, stage=self.stage, step=outcome.step, status="succeeded", attempt=attempt,
-                           state=outcome.state, message=outcome.message, before=steps.pending,
-                           **outcome.fields)
-        delivery.ack()
-        log.info(outcome.message, state=outcome.state)
+    def _finish(self, started: list[Started], results: list[StageOutcome | Exception]) -> None:
+        """Publish each entry's outputs, record the outcomes (one transaction), then ack; or retry /
+        dead-letter a failure. An outcome is durable before its message is forgotten."""
+        done: list[tuple[Delivery, StageOutcome]] = []
+        records: list[Record] = []
+        for (delivery, job, steps, attempt), result in zip(started, results, strict=True):
+            with self._bound(delivery.envelope):
+                if isinstance(result, Exception):
+                    self._fail(delivery, job, steps, result, attempt)
+                    continue
+                try:
+                    for queue, out in result.outputs:
+                        self.bus.publish(queue, out)
+                except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+                    self._fail(delivery, job, steps, exc, attempt)
+                    continue
+                done.append((delivery, result))
+                records.append(Record(job.id, stage=self.stage, step=result.step, status="succeeded",
+                                      attempt=attempt, message=result.message, before=steps.pending,
+                                      fields=dict(state=result.state, **result.fields)))
+        self.ledger.record_many(records)
+        for delivery, outcome in done:
+            with self._bound(delivery.envelope):
+                delivery.ack()
+                log.info(outcome.message, state=outcome.state)
 
     def _fail(self, delivery: Delivery, job: Job, steps: StepRecorder, exc: Exception, attempt: int) -> None:
         error_class, transient = classify(exc)

@@ -89,7 +89,7 @@ def test_newer_published_version_wins(ledger: Ledger) -> None:
     old, _ = _create(ledger, content="v1")
     new, _ = _create(ledger, content="v2")
     ledger.record(new.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED)
-    assert ledger.newer_published(old).id == new.id
+    assert ledger.newer_published(old) == new.id
     assert ledger.newer_published(new) is None
 
 

@@ -199,3 +199,20 @@ def test_no_crs_is_invalid_item():
 def test_bad_wkt_is_invalid_item():
     with pytest.raises(InvalidItem, match="CRS"):
         footprint_wgs84(meta(from_origin(0, 0, 1, 1), 10, 10, wkt="NOT A CRS"))
+
+
+@pytest.mark.parametrize("transform, w, h", [
+    (from_origin(-10, 50, 0.01, 0.01), 256, 128),
+    (from_origin(-180, 90, 1 / 120, 1 / 120), 43200, 20880),  # CHELSA-like global grid
+    (from_origin(-180, 90, 0.25, 0.25), 1440, 720),
+    (from_origin(179, 10, 0.5, 0.5), 2, 4),  # touching the antimeridian
+    (from_origin(-74.123456789, 4.987654321, 0.000277, 0.000277), 3001, 1999),
+])
+def test_lonlat_fast_path_gives_what_the_general_path_gives(monkeypatch, transform, w, h):
+    raster = meta(transform, w, h, 4326)
+    fast = footprint(raster)
+    monkeypatch.setattr("publisher.footprint._plain_lonlat_grid", lambda *_: False)
+    geometry, bbox, nbbox = footprint(raster)
+    assert (bbox, nbbox) == fast[1:]
+    assert geometry["type"] == fast[0]["type"] and shape(geometry).equals(shape(fast[0]))  # same ring, any start
+    check_geojson(*fast[:2])
