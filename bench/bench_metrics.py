@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -110,10 +111,11 @@ def main() -> None:
         size = len(generate_latest(registry))
         idle = timed(lambda: generate_latest(registry), repeat=5)
         with psycopg.connect(args.dsn + f" dbname={db}", autocommit=True) as conn:
+            # 1,000 jobs of the last hour (their timestamps start an hour ago, not 30 days + N seconds later)
+            recent = f"now() - interval '1 hour' - interval '{args.jobs} seconds'"
             conn.execute(FILL_JOBS.format(lo=args.jobs + 1, hi=args.jobs + 1000).replace(
-                "now() - interval '30 days'", "now() - interval '1 hour'"))
-            conn.execute(fill_events(args.jobs + 1, args.jobs + 1000).replace(
-                "now() - interval '30 days'", "now() - interval '1 hour'"))
+                "now() - interval '30 days'", recent))
+            conn.execute(fill_events(args.jobs + 1, args.jobs + 1000).replace("now() - interval '30 days'", recent))
         steady = timed(lambda: generate_latest(registry))[0]
         fresh = CollectorRegistry(auto_describe=False)
         fresh.register(StacdropCollector(ledger))
@@ -123,6 +125,17 @@ def main() -> None:
               f"(min {min(idle) * 1000:.0f}, max {max(idle) * 1000:.0f})")
         print(f"scrape after 1,000 more jobs:      {steady * 1000:.0f} ms")
         print(f"footprints (latest 50):            median {statistics.median(footprints) * 1000:.1f} ms")
+        # The totals, against the ledger: every published raster counted once, every stage attempt once.
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(generate_latest(registry).decode()) for s in fam.samples}
+        arrivals = sum(v for (name, _), v in samples.items() if name == "stacdrop_arrival_to_published_seconds_count")
+        attempts = sum(v for (name, _), v in samples.items() if name == "stacdrop_stage_duration_seconds_count")
+        with psycopg.connect(args.dsn + f" dbname={db}") as conn:
+            (published,) = conn.execute("SELECT count(*) FROM jobs WHERE state = 'published'").fetchone()
+            (outcomes,) = conn.execute("SELECT count(*) FROM job_events WHERE status IN "
+                                       "('succeeded', 'retrying', 'failed') AND stage <> 'watch'").fetchone()
+        print(f"arrival->published count {arrivals:,.0f} (published jobs {published:,}); "
+              f"stage attempts {attempts:,.0f} (outcome events {outcomes:,})")
         ledger.close()
     finally:
         if not args.keep:

@@ -4,11 +4,14 @@ The API server is not the process doing the work (stages may run on several host
 counters would see nothing: every value is read from the ledger (SQL aggregates, never rows loaded into
 Python) and from ``Bus.stats()`` when Prometheus scrapes. The ledger can hold millions of jobs, so:
 
-- gauges and histograms over the ``jobs`` table are one aggregate query each (histogram buckets are
-  ``SUM(CASE WHEN d <= b ...)`` columns);
-- what comes from ``job_events`` (stage durations, retries) is tallied incrementally: each scrape reads
-  only the events appended since the previous one (an id watermark), so the cost of a scrape does not grow
-  with the history. The first scrape of an API process reads the whole history once.
+- gauges over the ``jobs`` table are a few aggregate queries (one scan for counts and byte sums by
+  state, kind and collection; the others use the (state, updated_at) index);
+- what comes from ``job_events`` (stage durations, retries, the arrival-to-published time) is tallied
+  incrementally: each scrape reads only the events appended since the previous one (an id watermark) and
+  adds their histogram bucket counts (``SUM(CASE WHEN d <= b ...)`` columns) to totals kept in memory, so
+  the cost of a scrape does not grow with the history. The first scrape of an API process reads the
+  whole history once (6.5 s for 2.4 million events in PostgreSQL: bench/bench_metrics.py); its totals are
+  the same as the previous process's, so Prometheus sees no counter reset when the API restarts.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class EventTally:
         self.watermark = 0  # every event with an id <= watermark is counted
         self.durations: dict[tuple[str, str], _Histogram] = {}
         self.retries: dict[tuple[str, str], int] = {}
+        self.arrival: dict[str, _Histogram] = {}  # by collection
         self.lock = threading.Lock()
 
     def update(self, conn: sa.Connection, now: datetime) -> None:
@@ -97,6 +101,7 @@ class EventTally:
                 return
             self._tally_durations(conn, self.watermark, upper)
             self._tally_retries(conn, self.watermark, upper)
+            self._tally_arrivals(conn, self.watermark, upper)
             self.watermark = upper
 
     def _safe_upper(self, conn: sa.Connection, now: datetime) -> int | None:
@@ -147,6 +152,21 @@ class EventTally:
             self.retries[key] = self.retries.get(key, 0) + int(count)
 
 
+    def _tally_arrivals(self, conn: sa.Connection, low: int, high: int) -> None:
+        # The publish stage's success is the item's publication (the job's finished_at); the job's
+        # created_at is the source's arrival. Joined by primary key, so only new events are read.
+        waited = _seconds_between(conn.dialect.name, jobs.c.created_at, events.c.at)
+        query = (
+            sa.select(jobs.c.collection, *_bucket_columns(waited, ARRIVAL_BUCKETS))
+            .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+            .where(events.c.id > low, events.c.id <= high, events.c.stage == "publish",
+                   events.c.status == "succeeded", jobs.c.kind == "raster", jobs.c.state == PUBLISHED)
+            .group_by(jobs.c.collection)
+        )
+        for row in conn.execute(query):
+            self.arrival.setdefault(row[0] or "", _Histogram(ARRIVAL_BUCKETS)).add(row[1:])
+
+
 class StacdropCollector(Collector):
     """A prometheus_client collector over one ledger and (optionally) one bus.
 
@@ -192,17 +212,26 @@ class StacdropCollector(Collector):
 
     def _query_ledger(self, conn: sa.Connection) -> list[Metric]:
         now = self.clock()
-        dialect = conn.dialect.name
         out: list[Metric] = []
 
         by_state = GaugeMetricFamily("stacdrop_jobs", "Jobs in the ledger by state, kind and collection",
                                      labels=["state", "kind", "collection"])
-        for state, kind, collection, count in conn.execute(
-            sa.select(jobs.c.state, jobs.c.kind, jobs.c.collection, sa.func.count())
+        input_bytes = CounterMetricFamily("stacdrop_converted_input_bytes",
+                                          "Bytes of source rasters of published items", labels=["collection"])
+        cog_bytes = CounterMetricFamily("stacdrop_converted_cog_bytes",
+                                        "Bytes of COGs of published items", labels=["collection"])
+        # One scan of the jobs table for the counts and the byte sums.
+        for state, kind, collection, count, size_in, size_cog in conn.execute(
+            sa.select(jobs.c.state, jobs.c.kind, jobs.c.collection, sa.func.count(),
+                      sa.func.coalesce(sa.func.sum(jobs.c.input_size), 0),
+                      sa.func.coalesce(sa.func.sum(jobs.c.cog_size), 0))
             .group_by(jobs.c.state, jobs.c.kind, jobs.c.collection)
         ):
             by_state.add_metric([state, kind, collection or ""], count)
-        out.append(by_state)
+            if state == PUBLISHED and kind == "raster":
+                input_bytes.add_metric([collection or ""], float(size_in))
+                cog_bytes.add_metric([collection or ""], float(size_cog))
+        out += [by_state, input_bytes, cog_bytes]
 
         failed = GaugeMetricFamily("stacdrop_failed_jobs", "Failed jobs by the stage and error class they failed with",
                                    labels=["stage", "error_class"])
@@ -226,36 +255,6 @@ class StacdropCollector(Collector):
             oldest.add_metric([stage, state], max(0.0, (now - _aware(at)).total_seconds()))
         out.append(oldest)
 
-        input_bytes = CounterMetricFamily("stacdrop_converted_input_bytes",
-                                          "Bytes of source rasters of published items", labels=["collection"])
-        cog_bytes = CounterMetricFamily("stacdrop_converted_cog_bytes",
-                                        "Bytes of COGs of published items", labels=["collection"])
-        for collection, size_in, size_cog in conn.execute(
-            sa.select(jobs.c.collection, sa.func.coalesce(sa.func.sum(jobs.c.input_size), 0),
-                      sa.func.coalesce(sa.func.sum(jobs.c.cog_size), 0))
-            .where(jobs.c.state == PUBLISHED, jobs.c.kind == "raster").group_by(jobs.c.collection)
-        ):
-            input_bytes.add_metric([collection or ""], float(size_in))
-            cog_bytes.add_metric([collection or ""], float(size_cog))
-        out += [input_bytes, cog_bytes]
-
-        arrival = HistogramMetricFamily(
-            "stacdrop_arrival_to_published_seconds",
-            "From a source's arrival (job created) to its item being published (job finished)",
-            labels=["collection"],
-        )
-        waited = _seconds_between(dialect, jobs.c.created_at, jobs.c.finished_at)
-        for row in conn.execute(
-            sa.select(jobs.c.collection, *_bucket_columns(waited, ARRIVAL_BUCKETS))
-            .where(jobs.c.state == PUBLISHED, jobs.c.kind == "raster", jobs.c.finished_at.is_not(None))
-            .group_by(jobs.c.collection)
-        ):
-            hist = _Histogram(ARRIVAL_BUCKETS)
-            hist.add(row[1:])
-            buckets, total = hist.exposition()
-            arrival.add_metric([row[0] or ""], buckets, total)
-        out.append(arrival)
-
         self.tally.update(conn, now)
         with self.tally.lock:
             stage = HistogramMetricFamily(
@@ -270,7 +269,15 @@ class StacdropCollector(Collector):
                                           labels=["stage", "error_class"])
             for (name, error_class), count in sorted(self.tally.retries.items()):
                 retries.add_metric([name, error_class], count)
-        out += [stage, retries]
+            arrival = HistogramMetricFamily(
+                "stacdrop_arrival_to_published_seconds",
+                "From a source's arrival (job created) to its item being published (publish stage succeeded)",
+                labels=["collection"],
+            )
+            for collection, hist in sorted(self.tally.arrival.items()):
+                buckets, total = hist.exposition()
+                arrival.add_metric([collection], buckets, total)
+        out += [stage, retries, arrival]
         return out
 
     # -- bus -------------------------------------------------------------------------------------------
