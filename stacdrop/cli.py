@@ -95,6 +95,47 @@ def publish(ctx: Context) -> None:
 
 
 @main.command()
+@click.option("--url", default=None, help="Also GET this URL (e.g. http://127.0.0.1:8000/healthz); 2xx = healthy.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds for the URL check.")
+@pass_ctx
+def health(ctx: Context, url: str | None, timeout: float) -> None:
+    """Container healthcheck: exit 0 when the ledger and the broker answer (and URL is 2xx), else exit 1
+    naming what failed. Passwords are not printed."""
+    import logging  # noqa: PLC0415
+
+    import requests  # noqa: PLC0415
+
+    from stacdrop.config import mask_url  # noqa: PLC0415
+
+    settings = ctx.settings
+    problems: list[str] = []
+
+    def first_line(exc: Exception) -> str:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+    try:
+        ctx.ledger().ping()
+    except Exception as exc:  # noqa: BLE001 - any failure is unhealthy, reported by name
+        problems.append(f"ledger {mask_url(settings.ledger)}: {first_line(exc)}")
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a queue not declared yet is not a failure here
+    try:
+        with ctx.bus() as bus:
+            bus.stats()  # a connection and passive declares: the broker answers
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"bus {mask_url(settings.broker)}: {first_line(exc)}")
+    if url:
+        try:
+            resp = requests.get(url, timeout=timeout)
+            if not resp.ok:
+                problems.append(f"{url}: HTTP {resp.status_code}")
+        except requests.RequestException as exc:
+            problems.append(f"{url}: {first_line(exc)}")
+    if problems:
+        raise click.ClickException("unhealthy: " + "; ".join(problems))
+    click.echo("healthy")
+
+
+@main.command()
 @click.option("--host", default=None, help="Address to listen on (default: settings.api_host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: settings.api_port, 8000).")
 @pass_ctx
