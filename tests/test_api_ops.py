@@ -1,0 +1,94 @@
+"""Operations endpoints against ``stacdrop serve`` (/healthz, /readyz, /explain), and the mapping of our steps
+onto the original system's status step names."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from stacdrop.api.compat import original_operation, source_url
+from stacdrop.ledger import ORIGINAL_STEPS, Job
+from tests.api_server import ApiServer
+from tests.daemon import base_env
+from tests.services import free_port
+
+
+def test_readyz_names_what_is_unreachable(tmp_path: Path) -> None:
+    ok = ApiServer(tmp_path / "ok", base_env(tmp_path / "ok")).start()
+    try:
+        resp = ok.get("/readyz")
+        assert resp.status_code == 200
+        assert resp.json() == {"ready": True, "checks": {"broker": "ok", "ledger": "ok", "store": "ok", "stac": "ok"},
+                               "detail": None}
+        assert ok.get("/healthz").json() == {"status": "ok"}
+    finally:
+        ok.stop()
+    dead_api = f"http://user:pw@127.0.0.1:{free_port()}/stac"  # nothing listens there
+    down = ApiServer(tmp_path / "down", base_env(tmp_path / "down", STACDROP_STAC=dead_api)).start()
+    try:
+        resp = down.get("/readyz")
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["ready"] is False and body["detail"] == "not ready: stac"
+        assert body["checks"]["ledger"] == "ok" and body["checks"]["broker"] == "ok"
+        assert "ConnectionError" in body["checks"]["stac"] and "pw" not in body["checks"]["stac"]
+        assert down.get("/healthz").status_code == 200  # alive, just not ready
+    finally:
+        down.stop()
+
+
+def test_explain_a_key_without_the_raster(tmp_path: Path) -> None:
+    collections = {"chelsa-tas": {"key_template": "tas_{month}_{year}.tif", "properties": {"variable": "tas"},
+                                  "asset_key": "cog"}}
+    api = ApiServer(tmp_path, base_env(tmp_path, STACDROP_COLLECTIONS=json.dumps(collections))).start()
+    try:
+        body = api.get("/explain", params={"collection": "chelsa-tas", "key": "tas_06_2010.tif"}).json()
+        assert body["id"] == "tas_06_2010" and body["collection"] == "chelsa-tas" and body["asset_key"] == "cog"
+        assert body["properties"] == {"datetime": "2010-06-01T00:00:00Z", "variable": "tas", "year": 2010, "month": 6}
+        assert body["provenance"] == {"id": "file_name", "collection": "inbox", "variable": "default",
+                                      "year": "key_template", "month": "key_template", "datetime": "key_template"}
+        assert "geometry" in body["needs_raster"] and "assets.<key>.raster:bands" in body["needs_raster"]
+        assert body["notes"] == []
+        # No datetime from any rule but the raster's tags: said so, not invented.
+        other = api.get("/explain", params={"collection": "misc", "key": "dem.tif"}).json()
+        assert other["properties"] == {"datetime": None}
+        assert other["provenance"]["datetime"] == "raster_tags (needs the raster)" and other["notes"]
+        bad = api.get("/explain", params={"collection": "chelsa-tas", "key": "tas_13_2010.tif"})
+        assert bad.status_code == 422 and "month='13'" in bad.json()["detail"]
+    finally:
+        api.stop()
+
+
+def _job(state: str, stage: str, step: str) -> Job:
+    now = datetime.now(timezone.utc)
+    return Job(id="j", kind="raster", source="s", source_key="c/s.tif", content_key="k", collection="c", item_id=None,
+               origin="http", priority=5, state=state, stage=stage, step=step, attempts=1, error_class=None,
+               error=None, input_sha256=None, input_size=None, cog_href=None, cog_key=None, cog_sha256=None,
+               cog_size=None, params={}, created_at=now, updated_at=now, finished_at=None)
+
+
+@pytest.mark.parametrize(("state", "stage", "step", "expected"), [
+    ("queued", "watch", "queued", "**pending**"),
+    ("processing", "process", "start", "GETITEMFILE"),
+    ("processing", "process", "fetch", "GETITEMFILE"),
+    ("failed", "process", "validate", "GETITEMFILE"),
+    ("processing", "process", "convert", "TRANF_COG"),
+    ("processing", "process", "store", "UPLOAD_COG_TO_SERVER"),
+    ("publishing", "process", "metadata", "CREATEPYSTACITEM"),
+    ("publishing", "publish", "start", "CREATEPYSTACITEM"),
+    ("failed", "publish", "publish", "CREATEPYSTACITEM"),
+    ("published", "publish", "finished", "PROCESS FINISHED"),
+    ("skipped", "publish", "finished", "PROCESS FINISHED"),
+    ("queued", "process", "queued", "**pending**"),  # a replayed dead letter waits again
+])
+def test_original_step_names(state: str, stage: str, step: str, expected: str) -> None:
+    assert original_operation(_job(state, stage, step)) == expected
+    assert expected in set(ORIGINAL_STEPS.values())
+
+
+def test_source_url_joins_host_and_filename_like_the_original() -> None:
+    assert source_url("https://files.example.org/data", "chelsa/bio1.tif") == "https://files.example.org/data/chelsa/bio1.tif"
+    assert source_url("https://files.example.org/data/", "/bio1.tif") == "https://files.example.org/data/bio1.tif"
