@@ -31,6 +31,18 @@ def test_status_page_shows_failures_and_replays_a_dead_letter(tmp_path: Path) ->
         letter = letters[0]
         assert run.bad.error
 
+        # GET /footprints: the published raster's bbox as a GeoJSON Feature (bad and collection jobs have none).
+        footprints = requests.get(run.api.url + "/footprints?limit=5", timeout=30).json()
+        assert footprints["type"] == "FeatureCollection"
+        [feature] = footprints["features"]
+        assert feature["properties"]["job_id"] == run.good.id and feature["properties"]["item_id"] == "bio1"
+        assert feature["properties"]["collection"] == COLLECTION and feature["properties"]["finished_at"]
+        assert feature["bbox"] == pytest.approx([-10.0, 40.0, 30.0, 60.0])
+        assert feature["geometry"]["type"] == "Polygon"
+        ring = [[round(v, 6) for v in point] for point in feature["geometry"]["coordinates"][0]]
+        assert ring == [[-10.0, 40.0], [30.0, 40.0], [30.0, 60.0], [-10.0, 60.0], [-10.0, 40.0]]
+        assert requests.get(run.api.url + "/footprints?limit=0", timeout=30).status_code == 422
+
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:

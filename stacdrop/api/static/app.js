@@ -161,33 +161,45 @@ function renderDead(data) {
 
 function drawGraticule() {
   const g = document.getElementById("graticule");
-  const lines = [];
+  const nodes = [];
   for (let lon = -150; lon <= 150; lon += 30) {
-    lines.push(svg("line", { x1: lon, y1: -90, x2: lon, y2: 90, class: lon === 0 ? "axis" : "" }));
+    nodes.push(svg("line", { x1: lon, y1: -90, x2: lon, y2: 90, class: lon === 0 ? "axis" : "" }));
+    if (lon % 60 === 0) nodes.push(svg("text", { x: lon + 1, y: 87 }, Math.abs(lon) + "°" + (lon < 0 ? "W" : lon > 0 ? "E" : "")));
   }
   for (let lat = -60; lat <= 60; lat += 30) {
-    lines.push(svg("line", { x1: -180, y1: -lat, x2: 180, y2: -lat, class: lat === 0 ? "axis" : "" }));
+    nodes.push(svg("line", { x1: -180, y1: -lat, x2: 180, y2: -lat, class: lat === 0 ? "axis" : "" }));
+    nodes.push(svg("text", { x: -178, y: -lat - 1 }, Math.abs(lat) + "°" + (lat < 0 ? "S" : lat > 0 ? "N" : "")));
   }
-  g.replaceChildren(...lines);
+  g.replaceChildren(...nodes);
+}
+
+// Equirectangular: x = lon, y = -lat (SVG y grows downwards). A bbox crossing the antimeridian
+// (west > east, as STAC allows) is drawn as two boxes.
+function footprintBoxes(w, s, e, n) {
+  const spans = w <= e ? [[w, e]] : [[w, 180], [-180, e]];
+  return spans.map(([west, east]) => {
+    const width = Math.max(east - west, MIN_FOOTPRINT_DEG);
+    const height = Math.max(n - s, MIN_FOOTPRINT_DEG);
+    return { x: (west + east) / 2 - width / 2, y: -((s + n) / 2) - height / 2, width, height };
+  });
 }
 
 function renderFootprints(data) {
   const shapes = [];
   for (const f of data.features) {
-    const [w, s, e, n] = f.bbox.map(Number);
+    const [w, s, e, n] = (f.bbox || []).map(Number);
     if (![w, s, e, n].every(Number.isFinite)) continue;
-    // Equirectangular: x = lon, y = -lat (SVG y grows downwards).
-    const width = Math.max(e - w, MIN_FOOTPRINT_DEG);
-    const height = Math.max(n - s, MIN_FOOTPRINT_DEG);
-    const x = (w + e) / 2 - width / 2;
-    const y = -((s + n) / 2) - height / 2;
     const p = f.properties || {};
-    shapes.push(svg("rect", { x, y, width, height, "data-job": p.job_id || "" },
-      svg("title", {}, (p.collection || "") + "/" + (p.item_id || "") + " " + when(p.finished_at))));
+    const label = (p.collection || "") + "/" + (p.item_id || "") + " · published " + when(p.finished_at);
+    for (const box of footprintBoxes(w, s, e, n)) {
+      shapes.push(svg("rect", Object.assign({ "data-job": p.job_id || "" }, box), svg("title", {}, label)));
+    }
   }
   document.getElementById("footprints").replaceChildren(...shapes);
-  document.getElementById("map-caption").textContent = shapes.length
-    ? shapes.length + " latest published items" : "no published items with a footprint yet";
+  const count = data.features.length;
+  document.getElementById("map-caption").textContent = count
+    ? "bounding boxes of the " + count + " latest published item" + (count === 1 ? "" : "s")
+    : "no published items with a footprint yet";
 }
 
 async function load(sectionId, path, render) {
