@@ -9,7 +9,6 @@ the delayed retries and the dead letters of each queue. Deciding *whether* to re
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -89,51 +88,6 @@ DeliveryHandler = Callable[[Delivery], None]
 BatchHandler = Callable[[list[Delivery]], None]
 
 
-class _Gatherer:
-    """Turns ``consume(prefetch=max_batch)`` into batches: the handler threads of an engine that runs
-    ``prefetch`` handlers at once park their deliveries here; one of them (the leader) waits up to
-    ``max_wait`` for the batch to fill, runs the batch handler, and wakes the others. One batch at a time."""
-
-    def __init__(self, handler: BatchHandler, max_batch: int, max_wait: float) -> None:
-        self.handler = handler
-        self.max_batch = max_batch
-        self.max_wait = max_wait
-        self.cond = threading.Condition()
-        self.pending: list[Delivery] = []
-        self.done: set[int] = set()
-        self.leading = False
-
-    def __call__(self, delivery: Delivery) -> None:
-        key = id(delivery)
-        with self.cond:
-            self.pending.append(delivery)
-            self.cond.notify_all()
-            while True:
-                if key in self.done:
-                    self.done.discard(key)
-                    return
-                if not self.leading and delivery in self.pending:
-                    self.leading = True
-                    break
-                self.cond.wait()
-            deadline = time.monotonic() + self.max_wait
-            while len(self.pending) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(left)
-            self.pending.remove(delivery)
-            batch = [delivery, *self.pending[: self.max_batch - 1]]
-            del self.pending[: self.max_batch - 1]
-        try:
-            self.handler(batch)
-        finally:
-            with self.cond:
-                self.done.update(id(d) for d in batch[1:])
-                self.leading = False
-                self.cond.notify_all()
-
-
 class Bus(ABC):
     """Durable queues with delayed retries and dead letters."""
 
@@ -164,14 +118,10 @@ class Bus(ABC):
         After the first message of a batch, wait up to ``max_wait`` seconds for more. The handler settles
         each delivery on its own; one it leaves unsettled goes back to the queue. Batches run one at a time.
 
-        This default is sound for engines whose ``consume`` runs ``prefetch`` handlers at once (RabbitMQ):
-        it parks the handler threads and lets one of them run the batch. An engine that handles one
-        message at a time (SQLite) must override it.
+        This default hands over batches of one, which is correct for any engine; the engines override it
+        to gather real batches (SQLite claims several rows at once, RabbitMQ gathers prefetched deliveries).
         """
-        if max_batch <= 1:
-            self.consume(queue, lambda d: handler([d]), stop, prefetch=1)
-            return
-        self.consume(queue, _Gatherer(handler, max_batch, max_wait), stop, prefetch=max_batch)
+        self.consume(queue, lambda d: handler([d]), stop, prefetch=1)
 
     @abstractmethod
     def stats(self) -> list[QueueStats]:

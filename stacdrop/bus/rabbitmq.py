@@ -44,7 +44,9 @@ import pika.exceptions
 import requests
 import structlog
 
-from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
+from stacdrop.bus.base import (
+    BatchHandler, Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats,
+)
 from stacdrop.errors import ConfigError
 from stacdrop.messages import QUEUES, Envelope
 
@@ -284,9 +286,20 @@ class RabbitBus(Bus):
         A handler that raises is treated like a crash: its message goes back to the queue, the consumer
         stops once the other handlers are done, and the exception propagates from here.
         """
+        self._consume(_Runner(self, queue, handler, stop, max(1, prefetch)))
+
+    def consume_batch(self, queue: str, handler: BatchHandler, stop: threading.Event, *, max_batch: int,
+                      max_wait: float) -> None:
+        """Batches gathered by one thread from ``max_batch`` prefetched deliveries (not a thread each)."""
+        if max_batch <= 1:
+            super().consume_batch(queue, handler, stop, max_batch=max_batch, max_wait=max_wait)
+            return
+        self._consume(_Runner(self, queue, None, stop, max_batch, batch=(handler, max_batch, max_wait)))
+
+    def _consume(self, runner: _Runner) -> None:
+        queue, stop = runner.queue, runner.stop
         self._check_queue(queue)
         self._ensure_setup()
-        runner = _Runner(self, queue, handler, stop, max(1, prefetch))
         backoff = 0.5
         try:
             while True:
@@ -599,18 +612,25 @@ class RabbitDelivery(Delivery):
 
 
 class _Runner:
-    """What outlives a connection inside one ``consume()`` call: the handler pool and running deliveries."""
+    """What outlives a connection inside one ``consume()`` call: the handler pool and running deliveries.
 
-    def __init__(self, bus: RabbitBus, queue: str, handler: DeliveryHandler, stop: threading.Event,
-                 prefetch: int) -> None:
+    With ``batch`` = (handler, max_batch, max_wait) one thread gathers up to ``max_batch`` deliveries (waiting
+    up to ``max_wait`` after the first) and hands them to the batch handler at once: ``prefetch`` is then
+    the batch size, not a number of threads.
+    """
+
+    def __init__(self, bus: RabbitBus, queue: str, handler: DeliveryHandler | None, stop: threading.Event,
+                 prefetch: int, batch: tuple[BatchHandler, int, float] | None = None) -> None:
         self.bus = bus
         self.queue = queue
         self.handler = handler
+        self.batch = batch
         self.stop = stop
-        self.prefetch = prefetch
+        self.prefetch = batch[1] if batch else prefetch
         self._inbox: queue_module.SimpleQueue[RabbitDelivery | None] = queue_module.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"stacdrop-{queue}-{i + 1}", daemon=True)
-                         for i in range(prefetch)]
+        work, threads = (self._work_batches, 1) if batch else (self._work, prefetch)
+        self._threads = [threading.Thread(target=work, name=f"stacdrop-{queue}-{i + 1}", daemon=True)
+                         for i in range(threads)]
         for thread in self._threads:
             thread.start()
         self._lock = threading.Lock()
@@ -632,7 +652,25 @@ class _Runner:
 
     def _work(self) -> None:
         while (delivery := self._inbox.get()) is not None:
-            self._run(delivery)
+            self._run([delivery])
+
+    def _work_batches(self) -> None:
+        assert self.batch is not None
+        _, max_batch, max_wait = self.batch
+        closing = False
+        while not closing and (first := self._inbox.get()) is not None:
+            batch = [first]
+            deadline = time.monotonic() + max_wait
+            while len(batch) < max_batch and (left := deadline - time.monotonic()) > 0:
+                try:
+                    more = self._inbox.get(timeout=left)
+                except queue_module.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                batch.append(more)
+            self._run(batch)
 
     def shutdown(self) -> None:
         """Wait for the running handlers (messages not started yet are handed back)."""
@@ -649,35 +687,42 @@ class _Runner:
                     return d
         return None
 
-    def _run(self, delivery: RabbitDelivery) -> None:
+    def _run(self, deliveries: list[RabbitDelivery]) -> None:
         try:
             if self.stopping():
-                delivery.release()
+                for delivery in deliveries:
+                    delivery.release()
                 return
             try:
-                self.handler(delivery)
+                if self.batch is not None:
+                    self.batch[0](list(deliveries))
+                else:
+                    assert self.handler is not None
+                    self.handler(deliveries[0])
             except Exception as exc:
-                # Like a crash: the message goes back and consume() re-raises once the other handlers are
+                # Like a crash: the messages go back and consume() re-raises once the other handlers are
                 # done, so the caller's supervisor restarts it with backoff instead of a hot redelivery loop.
                 log.error("handler raised; message returned to the queue, consumer stopping", queue=self.queue,
-                          message_id=delivery.envelope.id, error=repr(exc))
+                          message_ids=[d.envelope.id for d in deliveries], error=repr(exc))
                 if self.failure is None:
                     self.failure = exc
-            if not delivery.settled:
-                if self.failure is None:
-                    log.warning("handler returned without settling; message returned to the queue",
-                                queue=self.queue, message_id=delivery.envelope.id)
-                delivery.release()
+            for delivery in deliveries:
+                if not delivery.settled:
+                    if self.failure is None:
+                        log.warning("handler returned without settling; message returned to the queue",
+                                    queue=self.queue, message_id=delivery.envelope.id)
+                    delivery.release()
         except Exception:  # noqa: BLE001 - never kill a pool thread
             log.exception("could not return the message; RabbitMQ will when the connection closes")
         finally:
             with self._lock:
-                active = self._active.get(delivery.envelope.id, [])
-                if delivery in active:
-                    active.remove(delivery)
-                if not active:
-                    self._active.pop(delivery.envelope.id, None)
-                self._count -= 1
+                for delivery in deliveries:
+                    active = self._active.get(delivery.envelope.id, [])
+                    if delivery in active:
+                        active.remove(delivery)
+                    if not active:
+                        self._active.pop(delivery.envelope.id, None)
+                    self._count -= 1
 
 
 class _Session:
