@@ -32,9 +32,10 @@ class Flowing:
 
 
 @contextmanager
-def flowing(root: Path) -> Iterator[Flowing]:
-    """Daemon and API up, the good raster published and the bad one failed and dead-lettered."""
-    env = base_env(root, STACDROP_API_TOKEN=TOKEN)
+def flowing(root: Path, **overrides: str) -> Iterator[Flowing]:
+    """Daemon and API up, the good raster published and the bad one failed and dead-lettered.
+    ``overrides``: settings (e.g. STACDROP_BROKER / STACDROP_LEDGER for RabbitMQ and PostgreSQL)."""
+    env = base_env(root, STACDROP_API_TOKEN=TOKEN, **overrides)
     inbox = root / "inbox"
     write_collection(inbox, COLLECTION)
     # A real GeoTIFF over Europe, so its footprint is somewhere recognisable on the map.
