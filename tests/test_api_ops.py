@@ -11,8 +11,9 @@ import pytest
 
 from stacdrop.api.compat import original_operation, source_url
 from stacdrop.ledger import ORIGINAL_STEPS, Job
-from tests.api_server import ApiServer
+from tests.api_server import ApiServer, FileServer
 from tests.daemon import base_env
+from tests.rasters import write_geotiff
 from tests.services import free_port
 
 
@@ -38,6 +39,26 @@ def test_readyz_names_what_is_unreachable(tmp_path: Path) -> None:
         assert down.get("/healthz").status_code == 200  # alive, just not ready
     finally:
         down.stop()
+
+
+def test_broker_down_serve_starts_readyz_says_so_and_submissions_get_503(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    write_geotiff(www / "a.tif", width=8, height=8)
+    env = base_env(tmp_path, STACDROP_BROKER=f"amqp://guest:guest@127.0.0.1:{free_port()}/",  # nothing listens
+                   STACDROP_API_TOKEN="t", STACDROP_ALLOWED_HOSTS="localhost",
+                   STACDROP_COLLECTION_DEFAULTS=json.dumps({"create_if_missing": True}))
+    with FileServer(www) as files:
+        api = ApiServer(tmp_path, env).start()
+        try:
+            ready = api.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["detail"] == "not ready: broker"
+            resp = api.post("/jobs", {"source": f"{files.url}/a.tif", "collection": "c", "datetime": "2000"})
+            assert resp.status_code == 503 and "retry the request" in resp.json()["detail"]
+            # The job written before the failure waits as "new"; the same request again would queue it.
+            assert [j["state"] for j in api.get("/jobs").json()["jobs"]] == ["new"]
+        finally:
+            api.stop()
 
 
 def test_explain_a_key_without_the_raster(tmp_path: Path) -> None:

@@ -12,15 +12,19 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from fastapi import Request
 
 from stacdrop.bus.base import Bus
 from stacdrop.config import Settings
+from stacdrop.errors import StacdropError
 from stacdrop.intake import Intake
 from stacdrop.ledger import Ledger
 
 if TYPE_CHECKING:
     from publisher.sink import Sink
+
+log = structlog.get_logger("stacdrop.api")
 
 
 @dataclass
@@ -40,10 +44,12 @@ class ApiState:
         bus = open_bus_for(settings)
         try:
             bus.setup()  # idempotent; the API may start before any daemon declared the queues
-        except Exception:
+        except StacdropError:
             bus.close()
             ledger.close()
-            raise
+            raise  # a configuration error (e.g. a topology with other arguments): do not start
+        except Exception as exc:  # noqa: BLE001 - a broker that is down now: /readyz says so, publish sets up later
+            log.warning("broker unreachable at start; /readyz reports it until it is back", error=type(exc).__name__)
         return cls(settings=settings, ledger=ledger, bus=bus, intake=Intake(ledger, bus))
 
     def sink(self) -> "Sink":

@@ -224,6 +224,9 @@ def submit_url(
             source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=what, origin="http",
             priority=int(Priority.LIVE), params=params,
         )
-    except StacdropError as exc:
-        raise HTTPException(503, f"could not submit the job: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the broker or the ledger is down: the client should retry
+        # A job written before the failure stays "new"; the same request again finds it and queues it.
+        # Only the type: the text of a driver's error may carry a broker or database URL with its password.
+        raise HTTPException(503, f"could not queue the job (broker or ledger unavailable: {type(exc).__name__}); "
+                                 "retry the request") from None
     return Submitted(job_id=job_id, new=new)
