@@ -113,3 +113,36 @@ def test_original_step_names(state: str, stage: str, step: str, expected: str) -
 def test_source_url_joins_host_and_filename_like_the_original() -> None:
     assert source_url("https://files.example.org/data", "chelsa/bio1.tif") == "https://files.example.org/data/chelsa/bio1.tif"
     assert source_url("https://files.example.org/data/", "/bio1.tif") == "https://files.example.org/data/bio1.tif"
+
+
+def test_s3_sources_by_etag(tmp_path: Path, moto_url: str) -> None:
+    """An s3:// source on the configured endpoint: HEAD by boto3, the ETag is the content key (a resubmission
+    is the same job), a missing key is a 422 naming it."""
+    import uuid
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    bucket = f"api-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="chelsa/bio1.tif", Body=b"not read by the API")
+    env = base_env(tmp_path, STACDROP_API_TOKEN="t", AWS_ENDPOINT_URL=moto_url, AWS_ACCESS_KEY_ID="test",
+                   AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1",
+                   STACDROP_COLLECTION_DEFAULTS=json.dumps({"create_if_missing": True}))
+    api = ApiServer(tmp_path, env).start()
+    try:
+        body = {"collection_id": "chelsa", "name": "bio1", "date": "1981", "filename": "chelsa/bio1.tif",
+                "file_source_host": f"s3://{bucket}"}
+        first = api.post("/newitem", body)
+        assert first.status_code == 200, first.text
+        assert api.post("/newitem", body).json()["id"] == first.json()["id"]
+        job = api.get(f"/jobs/{first.json()['id']}").json()
+        assert job["source"] == f"s3://{bucket}/chelsa/bio1.tif" and job["source_key"] == "chelsa/chelsa/bio1.tif"
+        client.put_object(Bucket=bucket, Key="chelsa/bio1.tif", Body=b"changed content")  # new ETag: new job
+        assert api.post("/newitem", body).json()["id"] != first.json()["id"]
+        missing = api.post("/newitem", {**body, "filename": "chelsa/none.tif"})
+        assert missing.status_code == 422
+        assert missing.json()["detail"].startswith(f"source s3://{bucket}/chelsa/none.tif not found")
+    finally:
+        api.stop()
