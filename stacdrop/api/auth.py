@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import secrets
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stacdrop.config import Settings
 from stacdrop.api.deps import get_settings
+from stacdrop.config import Settings
 
 # auto_error=False: a missing header is our 401 with our message, not FastAPI's 403.
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api_token> (STACDROP_API_TOKEN)")
