@@ -38,9 +38,12 @@ RUN . /etc/os-release \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/stacdrop-*.whl
 
-# Non-root; /var/lib/stacdrop is the working directory (the processor's temporary COGs go to ./data/work).
+# Non-root; /var/lib/stacdrop is the working directory (the processor's temporary COGs go to ./data/work),
+# backups/ exists so that a named volume mounted there starts owned by this user.
 RUN groupadd --system --gid 10001 stacdrop \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/stacdrop --create-home --shell /usr/sbin/nologin stacdrop
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/stacdrop --create-home \
+       --shell /usr/sbin/nologin stacdrop \
+    && install -d -o 10001 -g 10001 /var/lib/stacdrop/backups /var/lib/stacdrop/data
 USER 10001:10001
 WORKDIR /var/lib/stacdrop
 ENV PYTHONUNBUFFERED=1 \
