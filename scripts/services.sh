@@ -14,6 +14,26 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# tests/test_deploy.py: `docker-compose config` validates docker-compose.yml (no Docker engine: without
+# recommends, so no docker.io), and nginx runs the stack's template on a port the test picks. No service
+# is started by the install (policy-rc.d 101): nginx would take port 80.
+deploy_apt=()
+command -v docker-compose >/dev/null 2>&1 || deploy_apt+=(docker-compose)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || deploy_apt+=(nginx)
+if [ ${#deploy_apt[@]} -gt 0 ]; then
+  echo "services: installing ${deploy_apt[*]} (no service started)"
+  [ ${#need_apt[@]} -gt 0 ] || apt-get update -qq
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${deploy_apt[@]}" >/dev/null \
+    || status=$?
+  [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" = 0 ] || exit "$status"
+fi
+
 # PostGIS for the PostgreSQL major version installed (pgstac needs it; tests start stac-fastapi-pgstac).
 pg_major="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
 if [ -n "$pg_major" ] && [ ! -e "/usr/share/postgresql/$pg_major/extension/postgis.control" ]; then
