@@ -157,6 +157,9 @@ def test_event_tally_counts_each_event_once_after_the_grace_period(tmp_path: Pat
     assert value(first, "stacdrop_stage_duration_seconds_count", stage="process", outcome="retrying") == 1
 
     ledger.record(job.id, stage="process", step="start", status="started", attempt=2, state="processing")
+    now[0] += EVENT_GRACE * 2
+    assert value(scrape(), "stacdrop_stage_duration_seconds_count", stage="process", outcome="succeeded") is None
+    # The attempt started before the watermark and ends after it: still paired with its start.
     ledger.record(job.id, stage="process", step="finished", status="succeeded", attempt=2, state="publishing",
                   cog_size=400)
     ledger.record(job.id, stage="publish", step="start", status="started", attempt=1, state="publishing")
@@ -172,6 +175,19 @@ def test_event_tally_counts_each_event_once_after_the_grace_period(tmp_path: Pat
         assert value(samples, "stacdrop_arrival_to_published_seconds_count", collection="c") == 1
         assert value(samples, "stacdrop_converted_cog_bytes_total", collection="c") == 400
     assert value(third, "stacdrop_unfinished_job_oldest_age_seconds", stage="publish", state="published") is None
+    # The sums are the time between each attempt's start and its outcome, as recorded.
+    history = ledger.get(job.id, with_events=True).events  # type: ignore[union-attr]
+    at = {(e.stage, e.status, e.attempt): e.at for e in history}
+    expected = {
+        ("process", "retrying"): at["process", "retrying", 1] - at["process", "started", 1],
+        ("process", "succeeded"): at["process", "succeeded", 2] - at["process", "started", 2],
+        ("publish", "succeeded"): at["publish", "succeeded", 1] - at["publish", "started", 1],
+    }
+    for (stage, outcome), took in expected.items():
+        assert value(third, "stacdrop_stage_duration_seconds_sum", stage=stage, outcome=outcome) == \
+            pytest.approx(took.total_seconds(), abs=0.002)
+    assert value(third, "stacdrop_arrival_to_published_seconds_sum", collection="c") == pytest.approx(
+        (at["publish", "succeeded", 1] - job.created_at).total_seconds(), abs=0.002)
 
     # A second collector (an API restart) reads the whole history: the same totals, so no counter reset.
     again = CollectorRegistry(auto_describe=False)
