@@ -174,3 +174,10 @@ def test_submit_follow_fail_and_replay(deployment: Deployment) -> None:
     assert [j["id"] for j in first["jobs"]] == [bad_id] and first["next_cursor"]
     second = api.get(f"/jobs?limit=1&cursor={first['next_cursor']}").json()
     assert [j["id"] for j in second["jobs"]] == [job_id] and second["next_cursor"] is None
+
+    # /status/all pages: a JSON list each, the next page in the Link header (by cursor), or by offset.
+    page1 = api.get("/status/all?limit=1")
+    assert [s["_id"] for s in page1.json()] == [bad_id]
+    page2 = api.get(page1.links["next"]["url"].removeprefix(api.url))
+    assert [s["_id"] for s in page2.json()] == [job_id] and "next" not in page2.links
+    assert [s["_id"] for s in api.get("/status/all?limit=1&offset=1").json()] == [job_id]

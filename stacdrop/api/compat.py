@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from stacdrop.api.auth import require_read, require_write
 from stacdrop.api.deps import ApiState, get_state
-from stacdrop.api.jobs import ERRORS, ErrorBody
+from stacdrop.api.jobs import ERRORS, ErrorBody, decode_cursor, encode_cursor
 from stacdrop.api.submit import check_stac_server, key_for, submit_url
 from stacdrop.ledger import FAILED, ORIGINAL_STEPS, PUBLISHED, SKIPPED, UNPUBLISHED, Job
 
@@ -114,12 +114,18 @@ def status_all(
     request: Request,
     response: Response,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0, le=100_000),
+    offset: int = Query(default=0, ge=0, le=100_000, description="Skip this many (slower the deeper; prefer cursor)"),
+    cursor: str | None = Query(default=None, description="From the Link header of the previous page"),
     api: ApiState = Depends(get_state),
 ) -> list[dict[str, Any]]:
     """Every job's status, newest first (a JSON list, as the original); ``Link: rel="next"`` when there is more."""
-    found = api.ledger.list_jobs(limit=offset + limit + 1)[offset:]
+    if cursor:
+        found = api.ledger.list_jobs(before=decode_cursor(cursor), limit=limit + 1)
+    else:
+        found = api.ledger.list_jobs(limit=offset + limit + 1)[offset:]
     if len(found) > limit:
-        nxt = request.url.include_query_params(limit=limit, offset=offset + limit)
+        # The next page by cursor: as fast at job 1,000,000 as at job 100 (offset reads every row it skips).
+        nxt = request.url.remove_query_params("offset").include_query_params(limit=limit,
+                                                                             cursor=encode_cursor(found[limit - 1]))
         response.headers["Link"] = f'<{nxt}>; rel="next"'
     return [status_of(j) for j in found[:limit]]

@@ -183,12 +183,12 @@ def _since(value: str | None, name: str = "since") -> datetime | None:
         raise HTTPException(422, f"{name}: {value!r} is not a date, an ISO datetime or a duration like 2h") from None
 
 
-def _encode_cursor(job: Job) -> str:
+def encode_cursor(job: Job) -> str:
     raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, job_id = json.loads(raw)
@@ -218,12 +218,12 @@ def list_jobs(
     api: ApiState = Depends(get_state),
 ) -> dict[str, Any]:
     """Jobs, newest first, with cursor pagination."""
-    before = _decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor) if cursor else None
     found = api.ledger.list_jobs(state=state, stage=stage, collection=collection, error_class=error_class,
                                  since=_since(since), before=before, limit=limit + 1)
     page = found[:limit]
     return {"jobs": [job_summary(j) for j in page],
-            "next_cursor": _encode_cursor(page[-1]) if len(found) > limit else None}
+            "next_cursor": encode_cursor(page[-1]) if len(found) > limit else None}
 
 
 @read.get("/jobs/{job_id}", response_model=JobDetail, responses={404: {"model": ErrorBody}}, tags=["jobs"])
