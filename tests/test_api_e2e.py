@@ -144,6 +144,9 @@ def test_submit_follow_fail_and_replay(deployment: Deployment) -> None:
     assert "invalid_raster" in bad_status["_description"] and "broken.tif" in bad_status["_description"]
     assert [j["id"] for j in api.get("/jobs?state=failed").json()["jobs"]] == [bad_id]
     assert [j["id"] for j in api.get("/jobs?error_class=invalid_raster&collection=chelsa").json()["jobs"]] == [bad_id]
+    assert [j["id"] for j in api.get("/jobs?stage=publish&since=1h").json()["jobs"]] == [job_id]
+    assert api.get("/jobs?since=2999-01-01").json()["jobs"] == []
+    assert api.get("/jobs?collection=other").json()["jobs"] == []
 
     letters = poll(api, "/dead-letters", lambda b: b["dead_letters"], "the dead letter", daemon)["dead_letters"]
     assert len(letters) == 1 and letters[0]["job_id"] == bad_id
