@@ -137,7 +137,7 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
                                        content_key=body.source.content_key, collection=cid, origin="bench",
                                        priority=1)
             bus.publish(PUBLISH_QUEUE, Envelope.wrap(job.id, body))
-        sink = open_sink(settings)
+        sink = open_sink(settings, ledger)
         runner = StageRunner(
             "publish", make_publish_handler(settings, sink, ledger), bus=bus, ledger=ledger,
             policy=RetryPolicy(), batch_handler=make_publish_batch_handler(settings, sink, ledger),

@@ -19,12 +19,14 @@ from stacdrop.messages import CollectionUpdate, Envelope, RasterReady
 from stacdrop.runtime import BatchStageHandler, StageHandler, StageOutcome, StepRecorder
 
 
-def open_sink(settings: Settings) -> Sink:
+def open_sink(settings: Settings, ledger: Ledger | None = None) -> Sink:
+    """The configured catalog. With ``ledger``, publishers in other processes and hosts that share it take
+    turns on catalog read-modify-writes (see StacApiSink's ``shared_lock``)."""
     target = settings.stac
     if target.startswith("http://") or target.startswith("https://"):
         from publisher.stac_api import StacApiSink  # noqa: PLC0415 - only needed with a STAC API
 
-        return StacApiSink(target, settings)
+        return StacApiSink(target, settings, shared_lock=ledger.lock if ledger is not None else None)
     from publisher.static_catalog import StaticCatalog  # noqa: PLC0415
 
     return StaticCatalog(Path(target.removeprefix("file://")))

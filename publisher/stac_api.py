@@ -35,8 +35,9 @@ Read-back
 
 Extents
     Kept current as items arrive: the last known stored extent of each collection is cached; only when an
-    item falls outside it is the collection read, widened and PUT (then re-read, as another process may
-    widen it at the same time). Extents only grow, as in the static catalog. A failed widening is logged
+    item falls outside it is the collection read, widened and PUT under a lock shared by all publishers
+    (``shared_lock``: the ledger's, a PostgreSQL advisory lock across hosts), so two publishers widening it
+    at once cannot lose each other's update. Extents only grow, as in the static catalog. A failed widening is logged
     and tried again with the next item (the cache is not updated).
 """
 
@@ -44,10 +45,10 @@ from __future__ import annotations
 
 import copy
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import requests
@@ -145,7 +146,8 @@ def server_message(resp: requests.Response, limit: int = 800) -> str:
 
 class StacApiSink(Sink):
     def __init__(self, url: str, settings: Settings | None = None, *, timeout: float | None = None,
-                 batch_size: int | None = None, verify: bool | None = None, concurrency: int = 2) -> None:
+                 batch_size: int | None = None, verify: bool | None = None, concurrency: int = 2,
+                 shared_lock: Callable[[str], AbstractContextManager[None]] | None = None) -> None:
         settings = settings or Settings()
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"stac {url!r}: a STAC API URL starts with http:// or https://")
@@ -167,6 +169,9 @@ class StacApiSink(Sink):
         self._item_locks = _KeyedLocks()
         self._collection_locks = _KeyedLocks()
         self._extents: dict[str, dict[str, Any]] = {}  # last known stored extent (also: "exists")
+        # Other publisher processes write to the same catalog: a lock they share (Ledger.lock) serialises
+        # extent read-modify-writes and single-item writes across them; the keyed locks do it between threads.
+        self._shared = shared_lock or (lambda _name: nullcontext())
 
     # ------------------------------------------------------------------ http
     def _reset_connections(self) -> None:
@@ -298,7 +303,7 @@ class StacApiSink(Sink):
     def put_item(self, item: dict[str, Any], policy: DuplicatePolicy = "replace") -> str:
         _check_policy(policy)
         cid, iid = _ids(item)
-        with self._item_locks.hold([(cid, iid)]):
+        with self._item_locks.hold([(cid, iid)]), self._shared(f"stac-item:{cid}/{iid}"):
             action = self._write_one(item, policy)
             if action != "skipped" and self.verify:
                 stored = self.get_item(cid, iid)
@@ -512,25 +517,31 @@ class StacApiSink(Sink):
             cached = self._extents.get(cid)
             if cached and _union_extents(cached, add) == cached:
                 return
-            try:
-                for _ in range(3):
-                    col = self.get_collection(cid)
-                    if col is None:
-                        return
-                    stored = col.get("extent") or {}
-                    grown = _union_extents(stored, add)
-                    if grown == stored:
-                        return  # get_collection cached it
-                    col = _without_server_links(col)
-                    col["extent"] = grown
-                    resp = self._request("PUT", f"collections/{_q(cid)}", json=col, write=True)
-                    if not resp.ok:
-                        raise self._error(resp, f"collection {cid} (extent)")
-                    self._extents.pop(cid, None)  # re-read: another process may have written in between
-                log.warning("stac_extent_contended", collection=cid)
-            except StacdropError as exc:
+            with self._shared(f"stac-extent:{cid}"):
+                self._widen_extent(cid, add)
+
+    def _widen_extent(self, cid: str, add: dict[str, Any]) -> None:
+        """Read, widen and PUT the collection's extent; the caller holds the collection's locks. The loop
+        re-reads after a PUT in case a writer that does not take our lock changed it in between."""
+        try:
+            for _ in range(3):
+                col = self.get_collection(cid)
+                if col is None:
+                    return
+                stored = col.get("extent") or {}
+                grown = _union_extents(stored, add)
+                if grown == stored:
+                    return  # get_collection cached it
+                col = _without_server_links(col)
+                col["extent"] = grown
+                resp = self._request("PUT", f"collections/{_q(cid)}", json=col, write=True)
+                if not resp.ok:
+                    raise self._error(resp, f"collection {cid} (extent)")
                 self._extents.pop(cid, None)
-                log.warning("stac_extent_not_widened", collection=cid, error=str(exc))
+            log.warning("stac_extent_contended", collection=cid)
+        except StacdropError as exc:
+            self._extents.pop(cid, None)
+            log.warning("stac_extent_not_widened", collection=cid, error=str(exc))
 
     def close(self) -> None:
         self._session.close()

@@ -285,7 +285,7 @@ def collection_push(ctx: Context, file: str) -> None:
                                             content_key=hashlib.sha256(text.encode()).hexdigest()),
                               collection=cid, text=text)
     try:
-        with open_sink(ctx.settings) as sink:
+        with open_sink(ctx.settings, ledger) as sink:
             action = publish_collection(update, sink)
     except StacdropError as exc:
         ledger.record(job.id, stage="publish", step="collection", status="failed", state=FAILED,
@@ -316,7 +316,7 @@ def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) 
 
     published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=PUBLISHED, limit=1000)
     try:
-        with open_sink(ctx.settings) as sink:
+        with open_sink(ctx.settings, ledger) as sink:
             deleted = sink.delete_item(collection_id, item_id)
     except StacdropError as exc:
         fail(exc)

@@ -83,7 +83,7 @@ class Daemon:
     def _publish(self) -> None:
         from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
 
-        sink = open_sink(self.settings)
+        sink = open_sink(self.settings, self.ledger)
         StageRunner(
             "publish", make_publish_handler(self.settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
             policy=self.policy, batch_handler=make_publish_batch_handler(self.settings, sink, self.ledger),

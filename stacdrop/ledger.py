@@ -7,10 +7,14 @@ submitted; the same source with the same content makes no second job, changed co
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -229,6 +233,7 @@ class Ledger:
         if self.url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._create_lock = threading.Lock()
+        self._memory_locks: dict[int, threading.Lock] = {}
         self._create_schema()
 
     def _create_schema(self) -> None:
@@ -458,6 +463,35 @@ class Ledger:
                 return
             yield from ((r[0], r[1]) for r in rows)
             last = rows[-1][0]
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock named ``name``, shared by every process that uses this ledger: a PostgreSQL
+        advisory lock (so across hosts) or, for SQLite, a file lock beside the database (the processes of one
+        host). Publishers hold it around read-modify-write cycles on the catalog (collection extents)."""
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    conn.commit()
+            return
+        db_path = self.url.split(":///", 1)[-1]
+        if not db_path or db_path == ":memory:":
+            with self._memory_locks.setdefault(key, threading.Lock()):
+                yield
+            return
+        folder = Path(db_path).parent / f"{Path(db_path).name}.locks"
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{key & 0xFFFFFFFF:08x}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -13,6 +13,7 @@ from publisher.stac_api import CatalogAuthError, CatalogMismatch, StacApiSink, _
 from stacdrop.config import Settings
 from stacdrop.errors import CatalogUnavailable, DuplicateItem, InvalidItem, UnknownCollection
 from tests.stac_api import TOKEN, free_port
+from tests.test_ledger import ledger  # noqa: F401 - fixture: the ledger on SQLite and on PostgreSQL
 from tests.test_publisher_static_catalog import make_collection, make_item
 
 pytestmark = pytest.mark.postgres
@@ -314,3 +315,44 @@ def test_publisher_batch_with_one_rejected_item_publishes_the_others(tmp_path, s
     assert search(stac_api_url, collections=[cid]) == ["r0", "r1", "r2", "r4", "r5"]
     bus.close()
     ledger.close()
+
+
+def test_publishers_widening_one_extent_at_once_lose_nothing(stac_api_url, cid, ledger):
+    """Six publishers (separate sinks, as separate processes would have) each add an item far from the others
+    at the same moment: with the ledger's lock every item ends inside the collection's extent."""
+    first = StacApiSink(stac_api_url)
+    first.upsert_collection(make_collection(cid))
+    # pgstac keeps a datetime range constraint per partition: concurrent inserts that widen it can fail with a
+    # 500 (CheckViolation; transient, retried by the runtime). Seed the range so only extents race here.
+    for year in (2000, 2005):
+        first.put_item(make_item(f"seed{year}", collection=cid, dt=f"{year}-01-01T00:00:00Z",
+                                 bbox=(0.0, 0.0, 1.0, 1.0)))
+    # (Without shared_lock this fails: the read-modify-writes race and the extent misses some items.)
+    sinks = [StacApiSink(stac_api_url, shared_lock=ledger.lock) for _ in range(6)]
+    barrier = threading.Barrier(len(sinks))
+    errors: list[BaseException] = []
+
+    def publish(n: int) -> None:
+        try:
+            item = make_item(f"far{n}", collection=cid, dt=f"{2000 + n}-01-01T00:00:00Z",
+                             bbox=(-170.0 + 60 * n, -80.0 + 30 * n, -165.0 + 60 * n, -75.0 + 30 * n))
+            sinks[n].get_collection(cid)  # every publisher knows the extent before anyone widens it
+            barrier.wait()
+            sinks[n].put_item(item)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(len(sinks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    extent = StacApiSink(stac_api_url).get_collection(cid)["extent"]
+    w, s, e, n = extent["spatial"]["bbox"][0]
+    def covers_lon(lo: float, hi: float) -> bool:  # the extent may cross the antimeridian (w > e)
+        return w <= lo and hi <= e if w <= e else (lo >= w or hi <= e)
+
+    missing = [k for k in range(len(sinks))
+               if not (covers_lon(-170.0 + 60 * k, -165.0 + 60 * k) and s <= -80.0 + 30 * k and -75.0 + 30 * k <= n)]
+    assert not missing, (missing, extent)
