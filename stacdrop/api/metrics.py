@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stacdrop.api.auth import require_read
 from stacdrop.api.deps import ApiState, get_state
+from stacdrop.api.jobs import ERRORS
 from stacdrop.metrics import StacdropCollector
 
 router = APIRouter()
@@ -32,7 +33,8 @@ def _registry(request: Request, state: ApiState) -> CollectorRegistry:
     tags=["operations"],
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition"}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition"},
+               401: ERRORS[401]},
     dependencies=[Depends(require_read)],
 )
 def metrics(request: Request, state: ApiState = Depends(get_state)) -> Response:

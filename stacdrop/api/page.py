@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from stacdrop.api.auth import require_read
 from stacdrop.api.deps import ApiState, get_state
+from stacdrop.api.jobs import ERRORS
 from stacdrop.ledger import PUBLISHED, Ledger, jobs
 
 router = APIRouter()
@@ -85,8 +87,32 @@ def _bbox(text: str) -> list[float] | None:
     return values if len(values) == 4 else None
 
 
+class FootprintProperties(BaseModel):
+    job_id: str
+    item_id: str | None
+    collection: str | None
+    finished_at: str | None = Field(description="When the item was published (ISO 8601)")
+
+
+class FootprintGeometry(BaseModel):
+    type: Literal["Polygon"]
+    coordinates: list[list[list[float]]] = Field(description="The bbox as a closed ring, lon/lat (WGS84)")
+
+
+class Footprint(BaseModel):
+    type: Literal["Feature"]
+    bbox: list[float] = Field(min_length=4, max_length=4, description="[west, south, east, north] in WGS84")
+    geometry: FootprintGeometry
+    properties: FootprintProperties
+
+
+class Footprints(BaseModel):
+    type: Literal["FeatureCollection"]
+    features: list[Footprint]
+
+
 @router.get("/footprints", tags=["status"], summary="Footprints of the latest published items",
-            dependencies=[Depends(require_read)])
+            response_model=Footprints, responses=ERRORS, dependencies=[Depends(require_read)])
 def footprints(limit: int = Query(50, ge=1, le=1000), state: ApiState = Depends(get_state)) -> dict[str, Any]:
     """GeoJSON FeatureCollection of the bboxes (WGS84) of the latest published items, newest first."""
     return latest_footprints(state.ledger, limit)
