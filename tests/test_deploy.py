@@ -163,6 +163,21 @@ def test_dockerfile_passes_hadolint() -> None:
     assert "org.opencontainers.image.title" in text
 
 
+def test_image_build_context_holds_every_package() -> None:
+    """The Dockerfile copies, and .dockerignore lets through, exactly the packages pyproject.toml installs
+    (a new top-level package must reach the image), plus the two files the build reads."""
+    import tomllib  # noqa: PLC0415
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\S+) \./\S+$", DOCKERFILE.read_text(), re.M))
+    assert copied == packages
+    assert re.search(r"^COPY pyproject\.toml README\.md \./$", DOCKERFILE.read_text(), re.M)
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    assert allowed == packages | {"pyproject.toml", "README.md"}
+
+
 def dockerfile_healthcheck() -> list[str]:
     match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", DOCKERFILE.read_text(), re.M)
     assert match, "Dockerfile has no exec-form HEALTHCHECK"
@@ -447,6 +462,11 @@ def test_compose_stack_drops_a_file_through_to_nginx(stack: Stack, tmp_path: Pat
         out = subprocess.run(argv, env=process_env(stack.env[name]), cwd=tmp_path / name, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, f"{name}: {shlex.join(argv)}: {out.stdout}{out.stderr}"
+    # ... and fails, naming the ledger, when the ledger is not there
+    broken = {**stack.env["watcher"], "STACDROP_LEDGER": stack.env["watcher"]["STACDROP_LEDGER"] + "_missing"}
+    out = subprocess.run(healthcheck_argv(services["watcher"], None, None), env=process_env(broken),
+                         cwd=tmp_path / "watcher", capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "unhealthy: ledger" in out.stderr, out.stderr
 
     # one raster + sidecar, and its collection, into the inbox bucket
     inbox = stack.env["minio-init"]["INBOX_BUCKET"]
