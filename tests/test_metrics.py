@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -232,6 +234,18 @@ def test_alert_rules_name_exposed_metrics() -> None:
         assert not unknown, f"{ALERTS.name}: alert {rule['alert']} uses {sorted(unknown)}, not exposed by the collector"
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_alert_rules_with_promtool() -> None:
+    """promtool (Debian package prometheus) checks the config and rule syntax and runs the rules' unit
+    tests (deploy/prometheus/alerts_test.yml: each alert fires on the series it is for, and only then)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install --no-install-recommends prometheus); "
+                    "the drift check above still ran")
+    for args in (["check", "config", "prometheus.yml"], ["test", "rules", "alerts_test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=ALERTS.parent, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 
 def test_dashboard_panels_name_exposed_metrics() -> None:
