@@ -29,7 +29,7 @@ import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +207,12 @@ class Endpoint:
 
 @dataclass
 class Mapping:
-    """Compose service host names -> loopback endpoints, container paths -> host paths."""
+    """Compose service host names -> loopback endpoints; a service's bind-mounted paths -> host paths."""
 
     endpoints: dict[str, Endpoint]
-    paths: dict[str, str] = field(default_factory=dict)
 
-    def value(self, key: str, value: str) -> str:
-        value = value.replace("$$", "$")
+    def value(self, value: str, paths: dict[str, str]) -> str:
+        value = value.replace("$$", "$")  # compose's escape, as the container sees it
         if "://" in value:
             parts = urllib.parse.urlsplit(value)
             endpoint = self.endpoints.get(parts.hostname or "")
@@ -222,13 +221,14 @@ class Mapping:
         elif re.fullmatch(r"[a-z][a-z0-9-]*:\d+", value) and value.split(":")[0] in self.endpoints:
             endpoint = self.endpoints[value.split(":")[0]]  # an upstream host:port (nginx)
             value = f"{endpoint.host}:{endpoint.port}"
-        for container_path, host_path in self.paths.items():
+        for container_path, host_path in paths.items():
             if value == container_path or value.startswith(container_path + "/"):
                 value = host_path + value[len(container_path):]
         return value
 
     def environment(self, service: dict[str, Any]) -> dict[str, str]:
-        env = {k: self.value(k, str(v)) for k, v in (service.get("environment") or {}).items()}
+        paths = volume_paths(service)
+        env = {k: self.value(str(v), paths) for k, v in (service.get("environment") or {}).items()}
         pg = self.endpoints.get(env.get("PGHOST", ""))
         if pg is not None:  # libpq settings split over variables (stac-fastapi-pgstac)
             env.update(PGHOST=pg.host, PGPORT=str(pg.port), PGUSER=pg.user or "postgres", PGPASSWORD=pg.password or "")
@@ -378,10 +378,7 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
         "api": Endpoint("127.0.0.1", ports["api"]),
         "nginx": Endpoint("127.0.0.1", ports["nginx"]),
     })
-    env = {}
-    for name in services:
-        mapping.paths = volume_paths(services[name])
-        env[name] = mapping.environment(services[name])
+    env = {name: mapping.environment(service) for name, service in services.items()}
     assert amqp.path == "/%2F" and urllib.parse.urlsplit(env["watcher"]["STACDROP_BROKER"]).path == amqp.path
 
     # postgres: its init script creates the ledger database
