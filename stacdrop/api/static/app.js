@@ -3,6 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+const REQUEST_TIMEOUT_MS = 15000;
 const TOKEN_KEY = "stacdrop.token";
 const MIN_FOOTPRINT_DEG = 1; // tiny items still show on a 360-degree-wide map
 let inFlight = false;
@@ -40,6 +41,8 @@ function headers(extra) {
 async function api(path, options) {
   const opts = Object.assign({}, options || {});
   opts.headers = headers(opts.headers);
+  // A hung request must not stop the refreshes (one refresh runs at a time).
+  opts.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   const resp = await fetch(path, opts);
   let body = null;
   try { body = await resp.json(); } catch (_) { body = null; }
