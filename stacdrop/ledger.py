@@ -42,7 +42,7 @@ jobs = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("stage", sa.String(16), nullable=False),
     sa.Column("step", sa.String(32), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),  # tries of the current stage (1 = first)
     sa.Column("error_class", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("input_sha256", sa.String(64)),

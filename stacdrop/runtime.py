@@ -186,7 +186,8 @@ class StageRunner:
                 attempt = env.attempts + 1
                 records.append(Record(job.id, stage=self.stage, step="start", status="started", attempt=attempt,
                                       message="redelivered" if delivery.redelivered else None,
-                                      fields=dict(state=RUNNING_STATE[self.stage], attempts=job.attempts + 1)))
+                                      # attempts: of the stage the job is in (1 = first try; a replay starts at 1)
+                                      fields=dict(state=RUNNING_STATE[self.stage], attempts=attempt)))
                 steps = StepRecorder(self.ledger, job.id, self.stage, attempt, flush_after=flush_after)
                 started.append((delivery, job, steps, attempt))
         self.ledger.record_many(records)
