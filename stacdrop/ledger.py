@@ -385,6 +385,7 @@ class Ledger:
         since: datetime | None = None,
         before: tuple[datetime, str] | None = None,
         limit: int = 50,
+        offset: int = 0,
     ) -> list[Job]:
         """Newest first. ``before`` is a cursor: the (created_at, id) of the last job of the previous page."""
         query = sa.select(jobs)
@@ -399,7 +400,7 @@ class Ledger:
             query = query.where(
                 sa.or_(jobs.c.created_at < at, sa.and_(jobs.c.created_at == at, jobs.c.id < last_id))
             )
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit).offset(offset or None)
         with self.engine.connect() as conn:
             return [_job_from_row(r) for r in conn.execute(query)]
 

@@ -114,7 +114,7 @@ def status_all(
     request: Request,
     response: Response,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0, le=100_000, description="Skip this many (slower the deeper; prefer cursor)"),
+    offset: int = Query(default=0, ge=0, le=100_000, description="Skip this many (the database still reads them: prefer the cursor)"),
     cursor: str | None = Query(default=None, description="From the Link header of the previous page"),
     api: ApiState = Depends(get_state),
 ) -> list[dict[str, Any]]:
@@ -122,7 +122,7 @@ def status_all(
     if cursor:
         found = api.ledger.list_jobs(before=decode_cursor(cursor), limit=limit + 1)
     else:
-        found = api.ledger.list_jobs(limit=offset + limit + 1)[offset:]
+        found = api.ledger.list_jobs(limit=limit + 1, offset=offset)
     if len(found) > limit:
         # The next page by cursor: as fast at job 1,000,000 as at job 100 (offset reads every row it skips).
         nxt = request.url.remove_query_params("offset").include_query_params(limit=limit,
