@@ -99,9 +99,17 @@ class EventTally:
             upper = self._safe_upper(conn, now)
             if upper is None or upper <= self.watermark:
                 return
-            self._tally_durations(conn, self.watermark, upper)
-            self._tally_retries(conn, self.watermark, upper)
-            self._tally_arrivals(conn, self.watermark, upper)
+            # Read everything first and add it up after: a query failing half-way adds nothing, and the
+            # next scrape reads the same events again, so nothing is counted twice.
+            durations = self._durations(conn, self.watermark, upper)
+            retries = self._retries(conn, self.watermark, upper)
+            arrivals = self._arrivals(conn, self.watermark, upper)
+            for (stage, outcome), row in durations:
+                self.durations.setdefault((stage, outcome), _Histogram(STAGE_BUCKETS)).add(row)
+            for key, count in retries:
+                self.retries[key] = self.retries.get(key, 0) + count
+            for collection, row in arrivals:
+                self.arrival.setdefault(collection, _Histogram(ARRIVAL_BUCKETS)).add(row)
             self.watermark = upper
 
     def _safe_upper(self, conn: sa.Connection, now: datetime) -> int | None:
@@ -116,7 +124,7 @@ class EventTally:
         last = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
         return None if last is None else int(last)
 
-    def _tally_durations(self, conn: sa.Connection, low: int, high: int) -> None:
+    def _durations(self, conn: sa.Connection, low: int, high: int) -> list[tuple[tuple[str, str], Sequence[Any]]]:
         # An attempt is a "started" event followed by its outcome: among a job's started and outcome
         # events of one stage (in id order), an outcome whose previous event is "started" closes that
         # attempt. The window runs over the events of the jobs with an outcome in (low, high] only, so an
@@ -142,22 +150,18 @@ class EventTally:
                    attempts.c.previous == "started")
             .group_by(attempts.c.stage, attempts.c.status)
         )
-        for row in conn.execute(query):
-            key = (row[0], row[1])
-            self.durations.setdefault(key, _Histogram(STAGE_BUCKETS)).add(row[2:])
+        return [((row[0], row[1]), row[2:]) for row in conn.execute(query)]
 
-    def _tally_retries(self, conn: sa.Connection, low: int, high: int) -> None:
+    def _retries(self, conn: sa.Connection, low: int, high: int) -> list[tuple[tuple[str, str], int]]:
         query = (
             sa.select(events.c.stage, events.c.error_class, sa.func.count())
             .where(events.c.id > low, events.c.id <= high, events.c.status == "retrying")
             .group_by(events.c.stage, events.c.error_class)
         )
-        for stage, error_class, count in conn.execute(query):
-            key = (stage, error_class or "unknown")
-            self.retries[key] = self.retries.get(key, 0) + int(count)
+        return [((stage, error_class or "unknown"), int(count)) for stage, error_class, count in conn.execute(query)]
 
 
-    def _tally_arrivals(self, conn: sa.Connection, low: int, high: int) -> None:
+    def _arrivals(self, conn: sa.Connection, low: int, high: int) -> list[tuple[str, Sequence[Any]]]:
         # The publish stage's success is the item's publication (the job's finished_at); the job's
         # created_at is the source's arrival. Joined by primary key, so only new events are read.
         waited = _seconds_between(conn.dialect.name, jobs.c.created_at, events.c.at)
@@ -168,8 +172,7 @@ class EventTally:
                    events.c.status == "succeeded", jobs.c.kind == "raster", jobs.c.state == PUBLISHED)
             .group_by(jobs.c.collection)
         )
-        for row in conn.execute(query):
-            self.arrival.setdefault(row[0] or "", _Histogram(ARRIVAL_BUCKETS)).add(row[1:])
+        return [(row[0] or "", row[1:]) for row in conn.execute(query)]
 
 
 class StacdropCollector(Collector):
