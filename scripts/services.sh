@@ -16,10 +16,12 @@ fi
 
 # tests/test_deploy.py: `docker-compose config` validates docker-compose.yml (no Docker engine: without
 # recommends, so no docker.io), and nginx runs the stack's template on a port the test picks. No service
-# is started by the install (policy-rc.d 101): nginx would take port 80.
+# is started by the install (policy-rc.d 101): nginx would take port 80, prometheus 9090.
 deploy_apt=()
 command -v docker-compose >/dev/null 2>&1 || deploy_apt+=(docker-compose)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || deploy_apt+=(nginx)
+# promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml and runs its rule unit tests.
+command -v promtool >/dev/null 2>&1 || deploy_apt+=(prometheus)
 if [ ${#deploy_apt[@]} -gt 0 ]; then
   echo "services: installing ${deploy_apt[*]} (no service started)"
   [ ${#need_apt[@]} -gt 0 ] || apt-get update -qq
