@@ -26,6 +26,7 @@ services:
 bench: install
 	$(BIN)/python bench/bench_cog.py
 	$(BIN)/python bench/bench_small_files.py
+	$(BIN)/python bench/bench_stac_publish.py --skip-single
 
 clean:
 	rm -rf $(VENV) data inbox .pytest_cache
