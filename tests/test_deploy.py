@@ -11,9 +11,15 @@
   stac-api -> stac-fastapi-pgstac started with the stac-api service's command and environment, nginx ->
   Debian's nginx with the same template rendered by envsubst. Credentials in those URLs become the
   harness's (its RabbitMQ is guest/guest, its PostgreSQL trusts ``postgres``). One GeoTIFF + sidecar
-  dropped into the inbox bucket must come out searchable through nginx's ``/stac/``.
-  Not exercised here: MinIO itself and its AMQP notifications (no MinIO binary on PyPI or Debian); the
-  watcher finds the files through its reconciler instead, with RECONCILE_INTERVAL=1 in the test's .env.
+  dropped into the inbox bucket must come out searchable through nginx's ``/stac/``; the processor runs
+  twice (``--scale processor=2``).
+  MinIO itself is not run (no binary on PyPI or Debian): minio-init's buckets are made with boto3, and the
+  test plays MinIO's notification target, publishing MinIO-format events to the exchange, exchange type
+  and routing key of the minio service's ``MINIO_NOTIFY_AMQP_*_STACDROP`` environment (declaring the
+  exchange as MinIO does first, so a mismatch with the watcher's declaration fails). The collection.json is
+  in the bucket before the stack starts and is found by the watcher's start-up reconcile (backfill);
+  RECONCILE_INTERVAL=3600 in the test's .env keeps later passes out of the test, so the raster can only
+  arrive through the event.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import yaml
 from tests.daemon import wait_until, write_collection, write_sidecar
 from tests.rasters import write_geotiff
 from tests.services import delete_rabbit_prefix, free_port
+from tests.test_s3_inbox import declared, minio_event, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -359,7 +366,7 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
         STACDROP_QUEUE_PREFIX=prefix, S3_EVENTS_EXCHANGE=f"{prefix}-s3-events",
         INBOX_BUCKET=f"inbox-{unique}", COG_BUCKET=f"cogs-{unique}", STACDROP_LEDGER_DB=f"stacdrop_deploy_{unique}",
         POSTGRES_DB=catalog.dbname, STAC_WRITE_TOKEN=WRITE_TOKEN,
-        RECONCILE_INTERVAL="1",  # no MinIO here to push bucket events: the reconciler's listing finds the drop
+        RECONCILE_INTERVAL="3600",  # the start-up pass only: the raster must come through its bucket event
     )
     config = resolved_config(env_file)
     services = config["services"]
@@ -393,6 +400,9 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
                       aws_secret_access_key=init["MINIO_ROOT_PASSWORD"], region_name="us-east-1")
     for bucket in (init["INBOX_BUCKET"], init["COG_BUCKET"]):
         s3.create_bucket(Bucket=bucket)
+    # already in the bucket when the stack starts: the watcher's start-up reconcile must find it
+    col = write_collection(tmp_path / "files", "clim")
+    s3.put_object(Bucket=init["INBOX_BUCKET"], Key="clim/collection.json", Body=col.read_bytes())
 
     procs: dict[str, Proc] = {}
     try:
@@ -403,8 +413,10 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
             command = [str(c) for c in services[name]["command"]]
             if name == "api":
                 command = with_listen(command, "127.0.0.1", ports["api"])
-            procs[name] = Proc(name, [str(BIN / "stacdrop"), *command], process_env(env[name]), tmp_path / name,
-                               tmp_path)
+            for replica in range(2 if name == "processor" else 1):  # docker compose up --scale processor=2
+                label = f"{name}-{replica + 1}" if name == "processor" else name
+                procs[label] = Proc(label, [str(BIN / "stacdrop"), *command], process_env(env[name]),
+                                    tmp_path / label, tmp_path)
         conf = render_nginx(NGINX_TEMPLATE, {**env["nginx"], "NGINX_PORT": f"127.0.0.1:{ports['nginx']}"},
                             tmp_path / "nginx")
         check = subprocess.run(["nginx", "-t", "-p", str(tmp_path / "nginx"), "-c", str(conf), "-e",
@@ -456,32 +468,47 @@ def test_compose_stack_drops_a_file_through_to_nginx(stack: Stack, tmp_path: Pat
         command = [str(c) for c in services[name]["command"]]
         container_port = int(command[command.index("--port") + 1]) if "--port" in command else None
         argv = healthcheck_argv(services[name], container_port, api_port)
-        out = subprocess.run(argv, env=process_env(stack.env[name]), cwd=tmp_path / name, capture_output=True,
+        out = subprocess.run(argv, env=process_env(stack.env[name]), cwd=tmp_path, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, f"{name}: {shlex.join(argv)}: {out.stdout}{out.stderr}"
     # ... and fails, naming the ledger, when the ledger is not there
     broken = {**stack.env["watcher"], "STACDROP_LEDGER": stack.env["watcher"]["STACDROP_LEDGER"] + "_missing"}
     out = subprocess.run(healthcheck_argv(services["watcher"], None, None), env=process_env(broken),
-                         cwd=tmp_path / "watcher", capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "unhealthy: ledger" in out.stderr, out.stderr
 
-    # one raster + sidecar, and its collection, into the inbox bucket
-    inbox = stack.env["minio-init"]["INBOX_BUCKET"]
-    local = tmp_path / "files"
-    col = write_collection(local, "clim")
-    raster = write_geotiff(local / "clim" / "bio1.tif", dtype="uint16", nodata=0)
-    side = write_sidecar(raster, id="bio1", datetime="1981-01-01T00:00:00Z", properties={"variable": "bio1"})
-    for path in (col, raster, side):
-        stack.s3.put_object(Bucket=inbox, Key=f"clim/{path.name}", Body=path.read_bytes())
-
     base = stack.nginx_url
+    # the collection, in the bucket before the start, was found by the start-up reconcile and published
+    stack.wait(lambda: requests.get(f"{base}/stac/collections/clim", timeout=10).ok, 120,
+               "the collection (start-up reconcile) through nginx /stac/")
+
+    # one raster + sidecar into the inbox bucket, each announced the way the minio service is configured to
+    inbox = stack.env["minio-init"]["INBOX_BUCKET"]
+    raster = write_geotiff(tmp_path / "files" / "clim" / "bio1.tif", dtype="uint16", nodata=0)
+    side = write_sidecar(raster, id="bio1", datetime="1981-01-01T00:00:00Z", properties={"variable": "bio1"})
+    minio = stack.env["minio"]
+    amqp_url = minio["MINIO_NOTIFY_AMQP_URL_STACDROP"]
+    exchange = minio["MINIO_NOTIFY_AMQP_EXCHANGE_STACDROP"]
+    assert minio["MINIO_NOTIFY_AMQP_ENABLE_STACDROP"] == "on"
+    declared(amqp_url, exchange, f"{stack.env['watcher']['STACDROP_QUEUE_PREFIX']}.s3-events", timeout=60)
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:  # what MinIO's AMQP target does before publishing: a declaration that must match the watcher's
+        conn.channel().exchange_declare(exchange, minio["MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_STACDROP"],
+                                        durable=minio["MINIO_NOTIFY_AMQP_DURABLE_STACDROP"] == "on")
+    finally:
+        conn.close()
+    for path in (raster, side):
+        key = f"clim/{path.name}"
+        stack.s3.put_object(Bucket=inbox, Key=key, Body=path.read_bytes())
+        publish(amqp_url, exchange, minio_event(stack.s3, inbox, key),
+                routing_key=minio["MINIO_NOTIFY_AMQP_ROUTING_KEY_STACDROP"])
 
     def found() -> dict[str, Any] | None:
         resp = requests.get(f"{base}/stac/search", params={"ids": "bio1", "collections": "clim"}, timeout=10)
         features = resp.json().get("features", []) if resp.ok else []
         return features[0] if features else None
 
-    item = stack.wait(found, 180, "the dropped raster searchable through nginx /stac/")
+    item = stack.wait(found, 120, "the dropped raster searchable through nginx /stac/")
     assert item["collection"] == "clim" and item["properties"]["variable"] == "bio1"
     links = {link["rel"]: link["href"] for link in item["links"]}
     assert links["self"] == f"{base}/stac/collections/clim/items/bio1"
