@@ -361,51 +361,51 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
     unique = uuid.uuid4().hex[:10]
     catalog = StacApiServer(postgres_dsn).create()  # what the pgstac image's init does: a migrated database
     prefix = f"stacdrop-test-deploy-{unique}"
-    env_file = write_env(
-        tmp_path / ".env",
-        STACDROP_QUEUE_PREFIX=prefix, S3_EVENTS_EXCHANGE=f"{prefix}-s3-events",
-        INBOX_BUCKET=f"inbox-{unique}", COG_BUCKET=f"cogs-{unique}", STACDROP_LEDGER_DB=f"stacdrop_deploy_{unique}",
-        POSTGRES_DB=catalog.dbname, STAC_WRITE_TOKEN=WRITE_TOKEN,
-        RECONCILE_INTERVAL="3600",  # the start-up pass only: the raster must come through its bucket event
-    )
-    config = resolved_config(env_file)
-    services = config["services"]
-
-    amqp = urllib.parse.urlsplit(rabbit_url)
-    pg = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
-    moto = urllib.parse.urlsplit(moto_url)
-    ports = {name: free_port() for name in ("stac-api", "api", "nginx")}
-    mapping = Mapping({
-        "rabbitmq": Endpoint(amqp.hostname or "127.0.0.1", amqp.port or 5672, urllib.parse.unquote(amqp.username or ""),
-                             urllib.parse.unquote(amqp.password or "")),
-        "postgres": Endpoint(str(pg.get("host", "127.0.0.1")), int(pg.get("port", 5432)), str(pg.get("user", "postgres")),
-                             str(pg["password"]) if pg.get("password") else None),
-        "minio": Endpoint(moto.hostname or "127.0.0.1", moto.port or 80),
-        "stac-api": Endpoint("127.0.0.1", ports["stac-api"]),
-        "api": Endpoint("127.0.0.1", ports["api"]),
-        "nginx": Endpoint("127.0.0.1", ports["nginx"]),
-    })
-    env = {name: mapping.environment(service) for name, service in services.items()}
-    assert amqp.path == "/%2F" and urllib.parse.urlsplit(env["watcher"]["STACDROP_BROKER"]).path == amqp.path
-
-    # postgres: its init script creates the ledger database
-    pg_env = env["postgres"]
-    subprocess.run(["bash", str(LEDGER_INIT)], check=True, capture_output=True, timeout=60, env={
-        **process_env({}), "POSTGRES_USER": mapping.endpoints["postgres"].user or "postgres",
-        "STACDROP_LEDGER_DB": pg_env["STACDROP_LEDGER_DB"], "PGHOST": mapping.endpoints["postgres"].host,
-        "PGPORT": str(mapping.endpoints["postgres"].port)})
-    # minio-init: the two buckets (on moto)
-    init = env["minio-init"]
-    s3 = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id=init["MINIO_ROOT_USER"],
-                      aws_secret_access_key=init["MINIO_ROOT_PASSWORD"], region_name="us-east-1")
-    for bucket in (init["INBOX_BUCKET"], init["COG_BUCKET"]):
-        s3.create_bucket(Bucket=bucket)
-    # already in the bucket when the stack starts: the watcher's start-up reconcile must find it
-    col = write_collection(tmp_path / "files", "clim")
-    s3.put_object(Bucket=init["INBOX_BUCKET"], Key="clim/collection.json", Body=col.read_bytes())
-
     procs: dict[str, Proc] = {}
     try:
+        env_file = write_env(
+            tmp_path / ".env",
+            STACDROP_QUEUE_PREFIX=prefix, S3_EVENTS_EXCHANGE=f"{prefix}-s3-events",
+            INBOX_BUCKET=f"inbox-{unique}", COG_BUCKET=f"cogs-{unique}", STACDROP_LEDGER_DB=f"stacdrop_deploy_{unique}",
+            POSTGRES_DB=catalog.dbname, STAC_WRITE_TOKEN=WRITE_TOKEN,
+            RECONCILE_INTERVAL="3600",  # the start-up pass only: the raster must come through its bucket event
+        )
+        config = resolved_config(env_file)
+        services = config["services"]
+
+        amqp = urllib.parse.urlsplit(rabbit_url)
+        pg = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+        moto = urllib.parse.urlsplit(moto_url)
+        ports = {name: free_port() for name in ("stac-api", "api", "nginx")}
+        mapping = Mapping({
+            "rabbitmq": Endpoint(amqp.hostname or "127.0.0.1", amqp.port or 5672, urllib.parse.unquote(amqp.username or ""),
+                                 urllib.parse.unquote(amqp.password or "")),
+            "postgres": Endpoint(str(pg.get("host", "127.0.0.1")), int(pg.get("port", 5432)), str(pg.get("user", "postgres")),
+                                 str(pg["password"]) if pg.get("password") else None),
+            "minio": Endpoint(moto.hostname or "127.0.0.1", moto.port or 80),
+            "stac-api": Endpoint("127.0.0.1", ports["stac-api"]),
+            "api": Endpoint("127.0.0.1", ports["api"]),
+            "nginx": Endpoint("127.0.0.1", ports["nginx"]),
+        })
+        env = {name: mapping.environment(service) for name, service in services.items()}
+        assert amqp.path == "/%2F" and urllib.parse.urlsplit(env["watcher"]["STACDROP_BROKER"]).path == amqp.path
+
+        # postgres: its init script creates the ledger database
+        pg_env = env["postgres"]
+        subprocess.run(["bash", str(LEDGER_INIT)], check=True, capture_output=True, timeout=60, env={
+            **process_env({}), "POSTGRES_USER": mapping.endpoints["postgres"].user or "postgres",
+            "STACDROP_LEDGER_DB": pg_env["STACDROP_LEDGER_DB"], "PGHOST": mapping.endpoints["postgres"].host,
+            "PGPORT": str(mapping.endpoints["postgres"].port)})
+        # minio-init: the two buckets (on moto)
+        init = env["minio-init"]
+        s3 = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id=init["MINIO_ROOT_USER"],
+                          aws_secret_access_key=init["MINIO_ROOT_PASSWORD"], region_name="us-east-1")
+        for bucket in (init["INBOX_BUCKET"], init["COG_BUCKET"]):
+            s3.create_bucket(Bucket=bucket)
+        # already in the bucket when the stack starts: the watcher's start-up reconcile must find it
+        col = write_collection(tmp_path / "files", "clim")
+        s3.put_object(Bucket=init["INBOX_BUCKET"], Key="clim/collection.json", Body=col.read_bytes())
+
         stac_cmd = with_listen(services["stac-api"]["command"], "127.0.0.1", ports["stac-api"])
         procs["stac-api"] = Proc("stac-api", [str(BIN / stac_cmd[0]), *stac_cmd[1:]], process_env(env["stac-api"]),
                                  tmp_path / "stac-api", tmp_path)
@@ -417,6 +417,7 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
                 label = f"{name}-{replica + 1}" if name == "processor" else name
                 procs[label] = Proc(label, [str(BIN / "stacdrop"), *command], process_env(env[name]),
                                     tmp_path / label, tmp_path)
+        # NGINX_PORT is the container's listen port (80): here a free loopback port
         conf = render_nginx(NGINX_TEMPLATE, {**env["nginx"], "NGINX_PORT": f"127.0.0.1:{ports['nginx']}"},
                             tmp_path / "nginx")
         check = subprocess.run(["nginx", "-t", "-p", str(tmp_path / "nginx"), "-c", str(conf), "-e",
