@@ -378,10 +378,10 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
         moto = urllib.parse.urlsplit(moto_url)
         ports = {name: free_port() for name in ("stac-api", "api", "nginx")}
         mapping = Mapping({
-            "rabbitmq": Endpoint(amqp.hostname or "127.0.0.1", amqp.port or 5672, urllib.parse.unquote(amqp.username or ""),
-                                 urllib.parse.unquote(amqp.password or "")),
-            "postgres": Endpoint(str(pg.get("host", "127.0.0.1")), int(pg.get("port", 5432)), str(pg.get("user", "postgres")),
-                                 str(pg["password"]) if pg.get("password") else None),
+            "rabbitmq": Endpoint(amqp.hostname or "127.0.0.1", amqp.port or 5672,
+                                 urllib.parse.unquote(amqp.username or ""), urllib.parse.unquote(amqp.password or "")),
+            "postgres": Endpoint(str(pg.get("host", "127.0.0.1")), int(pg.get("port", 5432)),
+                                 str(pg.get("user", "postgres")), str(pg["password"]) if pg.get("password") else None),
             "minio": Endpoint(moto.hostname or "127.0.0.1", moto.port or 80),
             "stac-api": Endpoint("127.0.0.1", ports["stac-api"]),
             "api": Endpoint("127.0.0.1", ports["api"]),
