@@ -540,7 +540,9 @@ def test_compose_stack_drops_a_file_through_to_nginx(stack: Stack, tmp_path: Pat
     assert requests.delete(f"{items_url}/bio1-copy", headers=bearer, timeout=10).status_code == 200
     assert requests.get(f"{items_url}/bio1", timeout=10).status_code == 200
 
-    # / is stacdrop's own API
+    # / is stacdrop's own API and status page
     health = requests.get(f"{base}/healthz", timeout=10)
     assert health.status_code == 200 and health.json() == {"status": "ok"}
+    page = requests.get(f"{base}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     stack.check_alive()
