@@ -44,7 +44,7 @@ class CollectionSettings(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict, description="Default item properties")
 
 
-SECRET_FIELDS = ("stac_token", "aws_access_key_id", "aws_secret_access_key", "api_token")
+SECRET_FIELDS = ("stac_token", "aws_access_key_id", "aws_secret_access_key", "api_token", "catalog_dsn")
 
 
 class Settings(BaseModel):
@@ -104,6 +104,13 @@ class Settings(BaseModel):
     store_acl: str | None = Field(default=None, description="S3 store: canned ACL of stored COGs, e.g. public-read")
     max_source_bytes: int = Field(default=200 << 30, gt=0, description="Largest source fetched from a URL")
     allowed_hosts: list[str] = Field(default_factory=list, description="Hosts URL sources may be fetched from")
+    catalog_dsn: SecretStr | None = Field(
+        default=None,
+        description="stacdrop backup/restore: libpq URL of the pgstac database (the STAC API's, not the ledger); "
+        "restore needs a superuser",
+    )
+    backup_dir: str = Field(default="./data/backups", description="stacdrop backup: directory or s3://bucket/prefix")
+    backup_keep: int = Field(default=30, ge=1, description="stacdrop backup: archives kept, older ones pruned")
     collection_defaults: CollectionSettings = Field(default_factory=CollectionSettings)
     collections: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
