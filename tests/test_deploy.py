@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -214,9 +215,11 @@ class Endpoint:
 
 @dataclass
 class Mapping:
-    """Compose service host names -> loopback endpoints; a service's bind-mounted paths -> host paths."""
+    """Compose service host names -> loopback endpoints; a service's mounted paths -> host paths (a named
+    volume -> a directory of that name under ``volume_root``)."""
 
     endpoints: dict[str, Endpoint]
+    volume_root: Path
 
     def value(self, value: str, paths: dict[str, str]) -> str:
         value = value.replace("$$", "$")  # compose's escape, as the container sees it
@@ -234,7 +237,7 @@ class Mapping:
         return value
 
     def environment(self, service: dict[str, Any]) -> dict[str, str]:
-        paths = volume_paths(service)
+        paths = volume_paths(service, self.volume_root)
         env = {k: self.value(str(v), paths) for k, v in (service.get("environment") or {}).items()}
         pg = self.endpoints.get(env.get("PGHOST", ""))
         if pg is not None:  # libpq settings split over variables (stac-fastapi-pgstac)
@@ -246,13 +249,16 @@ class Mapping:
         return env
 
 
-def volume_paths(service: dict[str, Any]) -> dict[str, str]:
-    """Bind mounts of a service: container path -> host path."""
+def volume_paths(service: dict[str, Any], volume_root: Path) -> dict[str, str]:
+    """Mounts of a service: container path -> host path (bind mounts) or ``volume_root/<name>`` (volumes)."""
     paths = {}
     for volume in service.get("volumes") or []:
         parts = volume.split(":") if isinstance(volume, str) else [volume.get("source"), volume.get("target")]
         if parts[0] and parts[0].startswith("/"):
             paths[parts[1]] = parts[0]
+        elif parts[0]:
+            (volume_root / parts[0]).mkdir(parents=True, exist_ok=True)
+            paths[parts[1]] = str(volume_root / parts[0])
     return paths
 
 
@@ -275,12 +281,15 @@ def with_listen(command: list[str], host: str, port: int) -> list[str]:
 class Proc:
     """One service of the stack as a subprocess, its output in ``<root>/<name>.log``."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, root: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, root: Path,
+                 group: bool = False) -> None:
         self.name = name
         self.log = root / f"{name}.log"
+        self.group = group  # a shell loop: stop its children (sleep) too
         cwd.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=group)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -289,8 +298,12 @@ class Proc:
         return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + self.log.read_text(errors="replace")[-3000:]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+        elif self.proc.poll() is None:
             self.proc.send_signal(sig)
+        if self.proc.poll() is None:
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -386,7 +399,7 @@ def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> 
             "stac-api": Endpoint("127.0.0.1", ports["stac-api"]),
             "api": Endpoint("127.0.0.1", ports["api"]),
             "nginx": Endpoint("127.0.0.1", ports["nginx"]),
-        })
+        }, volume_root=tmp_path / "volumes")
         env = {name: mapping.environment(service) for name, service in services.items()}
         assert amqp.path == "/%2F" and urllib.parse.urlsplit(env["watcher"]["STACDROP_BROKER"]).path == amqp.path
 
@@ -539,6 +552,24 @@ def test_compose_stack_drops_a_file_through_to_nginx(stack: Stack, tmp_path: Pat
     assert search.status_code == 200 and len(search.json()["features"]) == 2
     assert requests.delete(f"{items_url}/bio1-copy", headers=bearer, timeout=10).status_code == 200
     assert requests.get(f"{items_url}/bio1", timeout=10).status_code == 200
+
+    # backup: the service's own entrypoint + command (a shell loop) dumps the catalog into its volume
+    backup = services["backup"]
+    loop = [*backup["entrypoint"], *(c.replace("$$", "$") for c in backup["command"])]  # compose's $$ escape
+    backup_env = process_env(stack.env["backup"])
+    backup_env["PATH"] = f"{BIN}{os.pathsep}{backup_env.get('PATH', '')}"  # the image's stacdrop
+    archives = Path(backup_env["STACDROP_BACKUP_DIR"])
+    stack.procs["backup"] = Proc("backup", loop, backup_env, tmp_path / "backup", tmp_path, group=True)
+
+    def listed() -> list[str]:
+        out = subprocess.run([str(BIN / "stacdrop"), "backup", "list", "--json"], env=backup_env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return [a["name"] for a in json.loads(out.stdout)]
+
+    names = stack.wait(lambda: archives.is_dir() and listed(), 120, "the backup service's first archive")
+    assert len(names) == 1 and stack.env["stac-api"]["PGDATABASE"] in names[0]
+    assert [p.name for p in archives.iterdir()] == names  # in the mapped volume, nothing else left there
 
     # / is stacdrop's own API and status page
     health = requests.get(f"{base}/healthz", timeout=10)
