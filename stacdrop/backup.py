@@ -162,6 +162,11 @@ def _tail(stderr: bytes, limit: int = 1500) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def _oneline(exc: BaseException) -> str:
+    """A server error on one line (psycopg adds the query line and a caret on others)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _stamp(now: datetime | None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).strftime(STAMP_FORMAT)
 
@@ -416,16 +421,20 @@ def _copy_fixing_search_path(src: IO[bytes], dst: IO[bytes]) -> None:
 
 def check_catalog(target: _Target, database: str) -> CatalogCheck:
     """What the STAC API needs from the database: pgstac answers, with its collections and items."""
+    step = "connect"
     try:
         with target.connect(database, autocommit=True) as conn:
-            version = conn.execute("SELECT pgstac.get_version()").fetchone()[0]
+            step = "SELECT pgstac.get_version()"
+            version = conn.execute(step).fetchone()[0]
+            step = "count collections"
             collections = conn.execute("SELECT count(*) FROM pgstac.collections").fetchone()[0]
+            step = "count items"
             items = conn.execute("SELECT count(*) FROM pgstac.items").fetchone()[0]
-            # a search the way stac-fastapi-pgstac runs it (search_path pgstac, public)
+            step = "pgstac.search"  # the way stac-fastapi-pgstac runs it (search_path pgstac, public)
             conn.execute("SET search_path TO pgstac, public")
             conn.execute("SELECT pgstac.search('{\"limit\": 1}'::jsonb)").fetchone()
     except Exception as exc:  # noqa: BLE001
-        raise BackupError(f"check of restored database {database!r} failed: {str(exc).strip()}") from None
+        raise BackupError(f"check of restored database {database!r} failed: {step}: {_oneline(exc)}") from None
     if not version:
         raise BackupError(f"check of restored database {database!r} failed: pgstac.get_version() returned nothing")
     return CatalogCheck(str(version), int(collections), int(items))
@@ -449,7 +458,7 @@ def restore(settings: Settings, archive: str, database: str | None = None,
             with target.connect(MAINTENANCE_DB, autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE {_ident(new)} {options}")
         except Exception as exc:  # noqa: BLE001
-            raise BackupError(f"cannot create database {new!r} on {target.where}: {str(exc).strip()}") from None
+            raise BackupError(f"cannot create database {new!r} on {target.where}: {_oneline(exc)}") from None
         try:
             _ensure_pgstac_roles(target)
             echo(f"restoring {path.name} into new database {new}")
@@ -488,7 +497,7 @@ def _swap(target: _Target, live: str, new: str, old: str) -> str | None:
                 except Exception as exc:  # noqa: BLE001
                     # a terminated backend can take a moment to leave pg_stat_activity
                     if "being accessed by other users" not in str(exc) or attempt == 49:
-                        raise BackupError(f"cannot swap {new!r} in place of {live!r}: {str(exc).strip()}") from None
+                        raise BackupError(f"cannot swap {new!r} in place of {live!r}: {_oneline(exc)}") from None
                     time.sleep(0.1)
         except BaseException:
             conn.execute(f"ALTER DATABASE {_ident(live)} WITH ALLOW_CONNECTIONS true")
@@ -523,7 +532,7 @@ def drop_old(settings: Settings, name: str, database: str | None = None) -> None
         with target.connect(MAINTENANCE_DB, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {_ident(name)} WITH (FORCE)")
     except Exception as exc:  # noqa: BLE001
-        raise BackupError(f"cannot drop database {name!r}: {str(exc).strip()}") from None
+        raise BackupError(f"cannot drop database {name!r}: {_oneline(exc)}") from None
 
 
 def human_size(size: int) -> str:
