@@ -98,10 +98,9 @@ def test_backup_restore_swap_serves_the_backed_up_items(catalog, postgres_dsn, t
     assert any("1 collections, 5 items" in line for line in lines)
     assert _databases(postgres_dsn, f"{live}_restore_%") == []
 
-    # The API's connection pool lost its sessions in the swap: stac-fastapi-pgstac is restarted, as the
-    # original system restarted its stack (the README's restore procedure).
-    catalog.stop()
-    catalog.start()
+    # The same API process serves the restored catalog, no restart: the swap terminated its pooled sessions
+    # and asyncpg's pool reconnects (by name, now the restored database) on the next acquire.
+    assert catalog.proc is not None and catalog.proc.poll() is None and catalog.starts == 1
     assert search_ids(catalog.url) == ITEMS
     item = requests.get(f"{catalog.url}/collections/{cid}/items/tile-0", timeout=10)
     assert item.status_code == 200 and item.json()["id"] == "tile-0"
@@ -249,3 +248,19 @@ def test_cli_backup_list_and_a_clear_failure(catalog, tmp_path):
     assert f"backup of database '{catalog.dbname}_missing'" in out.stderr and "does not exist" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
     assert [a.name for a in list_archives(settings_for(catalog, tmp_path / "b"))] == [archive.name]
+
+
+def test_restore_stream_fixes_only_the_session_search_path():
+    """Unit test of the stream filter: pg_dump's empty search_path becomes pgstac's, COPY data never changes."""
+    import io
+
+    from stacdrop.backup import _copy_fixing_search_path
+
+    empty = b"SELECT pg_catalog.set_config('search_path', '', false);\n"
+    script = (empty + b"CREATE TABLE pgstac.t (v text);\n"
+              + b"COPY pgstac.t (v) FROM stdin;\n" + empty + b"\\.\n" + empty)
+    out = io.BytesIO()
+    _copy_fixing_search_path(io.BytesIO(script), out)
+    fixed = b"SELECT pg_catalog.set_config('search_path', 'pgstac, public', false);\n"
+    assert out.getvalue() == (fixed + b"CREATE TABLE pgstac.t (v text);\n"
+                              + b"COPY pgstac.t (v) FROM stdin;\n" + empty + b"\\.\n" + fixed)
