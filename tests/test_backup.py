@@ -45,6 +45,12 @@ def search_ids(url: str) -> list[str]:
     return sorted(f["id"] for f in resp.json()["features"])
 
 
+def search_features(url: str) -> dict[str, dict]:
+    resp = requests.post(f"{url}/search", json={"limit": 100}, timeout=10)
+    resp.raise_for_status()
+    return {f["id"]: f for f in resp.json()["features"]}
+
+
 @pytest.fixture(scope="module")
 def catalog(postgres_dsn: str) -> Iterator[StacApiServer]:
     """A pgstac catalog with one collection and five items, loaded through the running stac-fastapi-pgstac."""
@@ -77,6 +83,7 @@ def test_backup_restore_swap_serves_the_backed_up_items(catalog, postgres_dsn, t
         # a database-level setting, which a restore into another name loses unless re-applied
         conn.execute(f'ALTER DATABASE "{live}" SET stacdrop.backup_test TO \'kept\'')
     settings = settings_for(catalog, tmp_path)
+    served = search_features(catalog.url)
     result = backup(settings, now=T0)
     assert result.archive.name == f"{live}-20261127T031500Z.dump"
     assert Path(result.archive.location).stat().st_size == result.archive.size > 10_000
@@ -102,6 +109,7 @@ def test_backup_restore_swap_serves_the_backed_up_items(catalog, postgres_dsn, t
     # and asyncpg's pool reconnects (by name, now the restored database) on the next acquire.
     assert catalog.proc is not None and catalog.proc.poll() is None and catalog.starts == 1
     assert search_ids(catalog.url) == ITEMS
+    assert search_features(catalog.url) == served  # the same documents, not only the same ids
     item = requests.get(f"{catalog.url}/collections/{cid}/items/tile-0", timeout=10)
     assert item.status_code == 200 and item.json()["id"] == "tile-0"
     # transactions still work on the restored catalog (roles, search_path, triggers came back)
