@@ -534,8 +534,8 @@ def backup_list(ctx: Context, dest: str | None, as_json: bool) -> None:
 @pass_ctx
 def restore(ctx: Context, archive: str | None, database: str | None, drop_old: str | None, list_old: bool) -> None:
     """Restore ARCHIVE (path, s3:// URL or a name from `backup list`) into a new database, check it, then
-    swap it in place of the live catalog, keeping the old one. Needs a superuser catalog_dsn. Restart the
-    STAC API afterwards if it holds a connection pool (see the README)."""
+    swap it in place of the live catalog, keeping the old one. Needs a superuser catalog_dsn. Stop the
+    publisher first; stac-fastapi-pgstac reconnects by itself (docs/operations-backup.md)."""
     from stacdrop import backup as lib  # noqa: PLC0415
 
     if sum(bool(x) for x in (archive, drop_old, list_old)) != 1:
