@@ -153,7 +153,10 @@ class MotoServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> "MotoServer":
-        exe = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+        # The venv's own moto_server first (pyproject's test extras install it), then one on PATH.
+        exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        if not os.path.exists(exe):
+            exe = shutil.which("moto_server") or exe
         if not os.path.exists(exe):
             raise ServiceUnavailable("moto_server is not installed (pip install 'moto[server]')")
         self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL,

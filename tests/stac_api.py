@@ -83,7 +83,12 @@ class StacApiServer:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
         pypgstac = shutil.which("pypgstac", path=str(Path(sys.executable).parent)) or "pypgstac"
-        out = subprocess.run([pypgstac, "migrate", "--dsn", self.dsn], capture_output=True, text=True, timeout=300)
+        # pgstac's roles are server-wide: two migrations at once (overlapping test runs) can fail with
+        # "tuple concurrently updated", so they take turns on a lock of this PostgreSQL server.
+        with psycopg.connect(self.admin_dsn, autocommit=True) as lock:
+            lock.execute("SELECT pg_advisory_lock(4242002)")
+            out = subprocess.run([pypgstac, "migrate", "--dsn", self.dsn], capture_output=True, text=True,
+                                 timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"pypgstac migrate failed: {out.stderr[-2000:]}")
         return self
