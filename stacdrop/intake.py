@@ -47,27 +47,9 @@ class Intake:
         origin: str,
         priority: int,
         params: dict[str, Any] | None = None,
-    ) -> str | None:
-        """Create the job and enqueue it. None when this exact content was already submitted."""
-        job_id, new = self.submit_raster_job(
-            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
-            origin=origin, priority=priority, params=params,
-        )
-        return job_id if new else None
-
-    def submit_raster_job(
-        self,
-        *,
-        source: Source,
-        collection: str,
-        sidecar_text: str | None,
-        sidecar_name: str | None,
-        origin: str,
-        priority: int,
-        params: dict[str, Any] | None = None,
     ) -> tuple[str, bool]:
-        """Like ``submit_raster``, but returns ``(job id, new)``: the existing job's id when this exact content
-        was already submitted (the HTTP API answers a resubmission with the job that has it)."""
+        """Create the job and enqueue it: ``(job id, True)``. When this exact content was already submitted,
+        ``(the existing job's id, False)`` and nothing is enqueued (the HTTP API answers with that job)."""
         sidecar_sha = sha256_text(sidecar_text)
         body = IngestRequest(
             source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,

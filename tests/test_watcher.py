@@ -171,7 +171,7 @@ class RecordingIntake:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit_raster(self, *, source: Source, collection: str, sidecar_text: str | None,
-                      sidecar_name: str | None, origin: str, priority: int) -> str | None:
+                      sidecar_name: str | None, origin: str, priority: int) -> tuple[str, bool]:
         if source.key in self.fail_keys:
             self.fail_keys.discard(source.key)
             raise RuntimeError("intake exploded")
@@ -181,9 +181,9 @@ class RecordingIntake:
             sha = hashlib.sha256(sidecar_text.encode()).hexdigest() if sidecar_text is not None else None
             dedup = (source.key, source.content_key, sha)
             if dedup in self.seen:
-                return None
+                return "job-earlier", False
             self.seen.add(dedup)
-            return f"job-{len(self.rasters)}"
+            return f"job-{len(self.rasters)}", True
 
     def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None:
         with self.lock:

@@ -75,7 +75,7 @@ class Intake(Protocol):
     def submit_raster(
         self, *, source: Source, collection: str, sidecar_text: str | None, sidecar_name: str | None,
         origin: str, priority: int,
-    ) -> str | None: ...
+    ) -> tuple[str, bool]: ...
 
     def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None: ...
 
@@ -402,12 +402,12 @@ class LocalInbox:
             self._hashes[raster] = (stat, content_key)
         source = Source(url=str(path), key=raster, size=st.st_size, content_key=content_key)
         collection = collection_of(raster) or ""
-        job = self.intake.submit_raster(
+        job, new = self.intake.submit_raster(
             source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
             origin=ORIGIN, priority=priority,
         )
         self.intake.remember_fingerprint(raster, fingerprint)
-        log.info("inbox raster submitted" if job else "inbox raster unchanged (duplicate)", file=raster,
+        log.info("inbox raster submitted" if new else "inbox raster unchanged (duplicate)", file=raster,
                  sidecar=sidecar_name, collection=collection, job_id=job, priority=priority)
 
     def _submit_collection(self, rel: str) -> None:

@@ -652,14 +652,14 @@ class S3Inbox:
         source = Source(url=f"s3://{self.bucket}/{self.key_of(raster.rel)}", key=raster.rel, size=raster.size,
                         content_key=raster.etag)
         collection = collection_of(raster.rel) or ""
-        job = self.intake.submit_raster(
+        job, new = self.intake.submit_raster(
             source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
             origin=ORIGIN, priority=work.priority,
         )
         self.intake.remember_fingerprint(self.ns + raster.rel, raster.fingerprint)
         if sidecar is not None:
             self.intake.remember_fingerprint(self.ns + sidecar.rel, sidecar.fingerprint)
-        log.info("s3 raster submitted" if job else "s3 raster unchanged (duplicate)", file=raster.rel,
+        log.info("s3 raster submitted" if new else "s3 raster unchanged (duplicate)", file=raster.rel,
                  sidecar=sidecar_name, collection=collection, job_id=job, priority=work.priority)
         return {o.rel: o for o in (raster, sidecar) if o is not None}
 

@@ -220,7 +220,7 @@ def submit_url(
     content_key = head.content_key or f"unversioned:{uuid.uuid4().hex}"
     source = Source(url=url, key=key, size=head.size, content_key=content_key)
     try:
-        job_id, new = state.intake.submit_raster_job(
+        job_id, new = state.intake.submit_raster(
             source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=what, origin="http",
             priority=int(Priority.LIVE), params=params,
         )
