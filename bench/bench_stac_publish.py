@@ -131,6 +131,8 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
         settings = Settings(stac=url, stac_batch_size=batch, broker=broker or f"sqlite:///{tmp}/bus.db",
                             ledger=ledger_url or f"sqlite:///{tmp}/ledger.db", queue_prefix=f"bench{cid}")
         ledger, bus = Ledger(settings.ledger), open_bus_for(settings)
+        if ledger.count_by_state():
+            raise SystemExit(f"--ledger {ledger_url}: not empty (the stage is timed by counting its published jobs)")
         bus.setup()
         for body in make_ready_messages(cid, n):
             job, _ = ledger.create_job(kind="raster", source=body.source.url, source_key=body.source.key,
@@ -187,7 +189,7 @@ def main() -> None:
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     parser.add_argument("--skip-single", action="store_true", help="skip the sink.put_item-per-item run")
     parser.add_argument("--broker", default=None, help="publisher stage: bus URL (default: embedded SQLite)")
-    parser.add_argument("--ledger", default=None, help="publisher stage: ledger URL (default: SQLite)")
+    parser.add_argument("--ledger", default=None, help="publisher stage: URL of an empty ledger database (default: SQLite)")
     args = parser.parse_args()
 
     check_available(args.dsn)

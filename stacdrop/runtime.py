@@ -214,9 +214,9 @@ class StageRunner:
                                       attempt=attempt, message=result.message, before=steps.pending,
                                       fields=dict(state=result.state, **result.fields)))
         self.ledger.record_many(records)
+        self.bus.ack_many([delivery for delivery, _ in done])
         for delivery, outcome in done:
             with self._bound(delivery.envelope):
-                delivery.ack()
                 log.info(outcome.message, state=outcome.state)
 
     def _fail(self, delivery: Delivery, job: Job, steps: StepRecorder, exc: Exception, attempt: int) -> None:

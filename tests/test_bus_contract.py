@@ -629,3 +629,29 @@ def test_rabbit_consumer_reconnects_and_keeps_its_running_message(rabbit, rabbit
     assert rec.ids == [first.id, second.id]
     assert all(d.settled for d in rec.deliveries)
     assert [(s.ready, s.retrying, s.dead) for s in bus.stats()] == [(0, 0, 0), (0, 0, 0)]
+
+
+def test_ack_many_settles_a_batch_at_once(bus: Bus) -> None:
+    envs = [make_env(f"many{n}.tif") for n in range(6)]
+    for env in envs:
+        bus.publish(PROCESS, env)
+    kept: list[Delivery] = []
+
+    def handler(batch: list[Delivery]) -> None:
+        keep = [d for d in batch if d.envelope.id != envs[0].id]
+        kept.extend(keep)
+        bus.ack_many(keep)
+        for d in keep:
+            assert d.settled
+            with pytest.raises(RuntimeError, match="settled twice"):
+                d.ack()
+        for d in batch:
+            if d not in keep:
+                d.dead_letter("invalid_item", "the one left out")
+
+    with consuming_batches(bus, PROCESS, handler, max_batch=6, max_wait=0.5):
+        assert wait_until(lambda: len(kept) == 5 and len(bus.dead_letters()) == 1), len(kept)
+    assert sorted(d.envelope.id for d in kept) == sorted(e.id for e in envs[1:])
+    stats = by_queue(bus)[PROCESS]
+    assert (stats.ready, stats.retrying, stats.dead) == (0, 0, 1)
+    assert [letter.envelope.id for letter in bus.dead_letters()] == [envs[0].id]

@@ -123,6 +123,11 @@ class Bus(ABC):
         """
         self.consume(queue, lambda d: handler([d]), stop, prefetch=1)
 
+    def ack_many(self, deliveries: list[Delivery]) -> None:
+        """Ack several deliveries at once (a publish batch). Engines override it to do it in one go."""
+        for delivery in deliveries:
+            delivery.ack()
+
     @abstractmethod
     def stats(self) -> list[QueueStats]:
         """Per queue: ready, unacked, retrying, dead (exact counts)."""

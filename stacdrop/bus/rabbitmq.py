@@ -328,6 +328,24 @@ class RabbitBus(Bus):
         if runner.failure is not None:
             raise runner.failure
 
+    def ack_many(self, deliveries: list[Delivery]) -> None:
+        """One hand-off to each connection thread for all its deliveries, instead of a round trip per ack
+        (500 of them in a publish batch)."""
+        by_session: dict[_Session, list[RabbitDelivery]] = {}
+        for d in deliveries:
+            assert isinstance(d, RabbitDelivery)
+            if d.settled:
+                raise RuntimeError(f"message {d.envelope.id} settled twice")
+            by_session.setdefault(d._session, []).append(d)
+        for session, group in by_session.items():
+            try:
+                session.call(lambda s=session, g=group: s.op_ack_many(g))
+            except (_SessionLost, *_LINK_ERRORS):
+                pass  # the connection is gone: what it did not ack is settled one by one below
+            for d in group:
+                if not d.settled:
+                    d.ack()  # adoption by a newer connection, or lost (RabbitMQ redelivers)
+
     # -- operating ------------------------------------------------------------------------------------
     def stats(self) -> list[QueueStats]:
         """Exact ready/retrying/dead/consumers from passive declares.
@@ -897,6 +915,14 @@ class _Session:
         self._own(d)
         self._send_ack(d._channel, d._tag)
         self.held.pop(d, None)
+
+    def op_ack_many(self, group: list[RabbitDelivery]) -> None:
+        for d in group:
+            try:
+                self.op_ack(d)
+            except _SessionLost:
+                continue  # adopted by a newer connection meanwhile: the caller acks it there
+            d.settled = True
 
     def op_publish_then_ack(self, d: RabbitDelivery, key: str, body: bytes, props: pika.BasicProperties) -> None:
         self._own(d)

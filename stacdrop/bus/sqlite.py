@@ -260,6 +260,15 @@ class SqliteBus(Bus):
         with self._tx() as cur:
             cur.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (d.envelope.id, d.owner))
 
+    def ack_many(self, deliveries: list[Delivery]) -> None:
+        """One transaction for the whole batch."""
+        for d in deliveries:
+            assert isinstance(d, SqliteDelivery)
+            d._settle()
+        with self._tx() as cur:
+            cur.executemany("DELETE FROM messages WHERE id = ? AND lease_owner = ?",
+                            [(d.envelope.id, d.owner) for d in deliveries])  # type: ignore[attr-defined]
+
     def _release(self, d: "SqliteDelivery") -> None:
         with self._tx() as cur:
             cur.execute(
