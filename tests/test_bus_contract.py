@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,27 +76,33 @@ class Recorder:
 
 
 @contextmanager
-def consuming(bus: Bus, queue: str, handler: Callable[[Delivery], None], prefetch: int = 1) -> Iterator[threading.Event]:
-    """Run ``bus.consume`` in a thread; on exit set stop and require consume() to return."""
+def running(consume: Callable[[threading.Event], None], name: str) -> Iterator[threading.Event]:
+    """Run ``consume(stop)`` in a thread; on exit set stop and require it to return, then raise its error."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            bus.consume(queue, handler, stop, prefetch=prefetch)
+            consume(stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
-    thread = threading.Thread(target=run, daemon=True, name=f"consume-{queue}")
+    thread = threading.Thread(target=run, daemon=True, name=name)
     thread.start()
     try:
         yield stop
     finally:
         stop.set()
         thread.join(SLOW)
-        assert not thread.is_alive(), "consume() did not return after stop was set"
+        assert not thread.is_alive(), f"{name} did not return after stop was set"
     if errors:
         raise errors[0]
+
+
+def consuming(bus: Bus, queue: str, handler: Callable[[Delivery], None],
+              prefetch: int = 1) -> AbstractContextManager[threading.Event]:
+    """Run ``bus.consume`` in a thread (see ``running``)."""
+    return running(lambda stop: bus.consume(queue, handler, stop, prefetch=prefetch), f"consume-{queue}")
 
 
 def handle(bus: Bus, queue: str, actions: dict[str, Callable[[Delivery], None]]) -> Recorder:
@@ -395,29 +401,11 @@ def test_handler_longer_than_the_keepalive_is_not_redelivered(bus_spec) -> None:
 # -- batches ---------------------------------------------------------------------------------------------
 
 
-@contextmanager
 def consuming_batches(bus: Bus, queue: str, handler: Callable[[list[Delivery]], None], *, max_batch: int,
-                      max_wait: float) -> Iterator[threading.Event]:
-    """Run ``bus.consume_batch`` in a thread; on exit set stop and require it to return."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            bus.consume_batch(queue, handler, stop, max_batch=max_batch, max_wait=max_wait)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True, name=f"consume-batch-{queue}")
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(SLOW)
-        assert not thread.is_alive(), "consume_batch() did not return after stop was set"
-    if errors:
-        raise errors[0]
+                      max_wait: float) -> AbstractContextManager[threading.Event]:
+    """Run ``bus.consume_batch`` in a thread (see ``running``)."""
+    return running(lambda stop: bus.consume_batch(queue, handler, stop, max_batch=max_batch, max_wait=max_wait),
+                   f"consume-batch-{queue}")
 
 
 class BatchRecorder:
