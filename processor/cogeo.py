@@ -8,6 +8,7 @@ It copies nodata, the internal mask, scale/offset, band descriptions, units and 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import rasterio
@@ -17,8 +18,8 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
-from stacdrop.errors import InvalidRaster, SourceNotFound, TransientError
-from processor.validate import TiffStructureError, _gdal_msg, check_blocks_readable, tiff_layout
+from stacdrop.errors import DiskFull, InvalidRaster, SourceNotFound, TransientError
+from processor.validate import TiffLayout, TiffStructureError, _gdal_msg, check_blocks_readable, tiff_layout
 
 BLOCKSIZE = 512
 # Overviews are regenerated with the collection's resampling even when the input has some: an input's
@@ -92,6 +93,8 @@ def convert_to_cog(
 def _blame(src: str, dst: str, name: str, exc: BaseException) -> Exception:
     """Decide whether a failed conversion is the input's fault (permanent) or ours (transient)."""
     message = _gdal_msg(exc)
+    if disk_full(os.path.dirname(os.path.abspath(dst)), message):
+        return DiskFull(f"{name}: COG conversion failed: no space left on device ({os.path.dirname(dst)}): {message}")
     if not os.path.exists(src):
         return SourceNotFound(f"{name}: the source file disappeared during the conversion")
     src_base = os.path.basename(src)
@@ -105,7 +108,39 @@ def _blame(src: str, dst: str, name: str, exc: BaseException) -> Exception:
     return ConversionFailed(f"{name}: COG conversion failed: {message}")
 
 
+# GDAL reports a full disk in its own words ("Free disk space available is ...", "Write error",
+# "TIFFAppendToStrip"...), never "no space left on device": a write failure is judged by the free space.
+_DISK_FULL_FREE = 4 << 20
+
+
+def disk_full(folder: str, message: str = "") -> bool:
+    """True when ``folder``'s file system is (nearly) full, or ``message`` says so."""
+    if "no space left" in message.lower() or "free disk space" in message.lower():
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _DISK_FULL_FREE
+    except OSError:
+        return False
+
+
 CATEGORICAL = ("nearest", "mode")
+# rio-cogeo calls a level "not tiled" when its block width equals its width: a 512-px-wide raster with
+# 512 x 512 tiles is reported although it is tiled. Tiling is judged from the file's own TIFF tags instead
+# (``tiff_layout``: TileOffsets present in every IFD), and these two errors dropped when the tags say tiled.
+_NOT_TILED = "The file is greater than 512xH or 512xW, but is not tiled"
+
+
+def _is_not_tiled_error(error: str) -> bool:
+    return error == _NOT_TILED or (error.startswith("Overview of index ") and error.endswith(" is not tiled"))
+
+
+def cog_errors(path: str, layout: TiffLayout) -> tuple[bool, list[str], list[str]]:
+    """``cog_validate`` with its "not tiled" errors judged from the TIFF tags (see ``_NOT_TILED``)."""
+    valid, errors, warnings = cog_validate(path, quiet=True)
+    if all(ifd.tiled for ifd in layout.ifds):
+        errors = [e for e in errors if not _is_not_tiled_error(e)]
+        valid = not errors
+    return valid, errors, warnings
 
 
 def is_valid_cog(path: str, *, resampling: str | None = None) -> bool:
@@ -126,13 +161,13 @@ def is_valid_cog(path: str, *, resampling: str | None = None) -> bool:
             with rasterio.open(path) as ds:
                 if ds.driver != "GTiff" or len(ds.files) != 1:
                     return False
-                if not ds.profile.get("tiled", False):
-                    return False  # striped: not ours to store as is (and skips cog_validate's cost)
+                # Tiling was judged from the TIFF tags above: rasterio's profile["tiled"] is False when the
+                # block width equals the width (a 512-px-wide raster of 512 x 512 tiles).
                 if resampling in CATEGORICAL and ds.overviews(1):
                     made_with = ds.tags().get("OVERVIEW_RESAMPLING", "").lower()
                     if made_with not in CATEGORICAL:
                         return False
-            valid, errors, warnings = cog_validate(path, quiet=True)
+            valid, errors, warnings = cog_errors(path, layout)
         if not valid or errors or warnings:
             return False
     except (CPLE_BaseError, RasterioError, TiffStructureError, OSError):
@@ -147,8 +182,8 @@ def check_output(path: str) -> None:
     Raises ``OutputCheckFailed`` (transient): a bad output is our bug or the disk, not the input.
     """
     try:
-        tiff_layout(path)
-        valid, errors, _warnings = cog_validate(path, quiet=True)
+        layout = tiff_layout(path)
+        valid, errors, _warnings = cog_errors(path, layout)
         if not valid or errors:
             raise OutputCheckFailed(f"{path}: the written COG does not validate: {'; '.join(errors)}")
         with rasterio.Env(**ENV), rasterio.open(path) as ds:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from processor.stage import process_raster
 from processor.store import Store
+from processor.workdir import remove_stale
 from stacdrop.config import Settings
+from stacdrop.errors import PermanentError, TransientError
 from stacdrop.ledger import PUBLISHING, Job
 from stacdrop.messages import PUBLISH_QUEUE, Envelope, IngestRequest
 from stacdrop.runtime import StageHandler, StageOutcome, StepRecorder
@@ -15,13 +17,37 @@ from stacdrop.runtime import StageHandler, StageOutcome, StepRecorder
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+# Transient check failures that, repeated the same way on the same input, are not going to go away.
+_REPEAT_PERMANENT = ("cog_check_failed",)
+_RETRY_SUFFIX = re.compile(r"\s*\(retry \d+ of \d+ in \d+s\)$")  # stacdrop.runtime appends it to job.error
+_VOLATILE = re.compile(r"cog-\d+-[0-9a-f]{16}-|/[^\s:]*/|0x[0-9a-f]+|\d+")
+
+
+def normalised(message: str | None) -> str:
+    """A failure message without what differs between two attempts: temp paths, addresses, numbers."""
+    text = _RETRY_SUFFIX.sub("", message or "")
+    return _VOLATILE.sub("#", text).strip()
+
+
 def make_process_handler(settings: Settings, store: Store, workdir: Path) -> StageHandler:
     workdir.mkdir(parents=True, exist_ok=True)
+    # Leftovers of killed conversions (partial COGs, *.ovr.tmp) of processes that are gone; see the rule in
+    # processor.workdir. Each attempt also removes its own prefix when it ends, whatever the outcome.
+    remove_stale(workdir)
 
     def handle(env: Envelope, job: Job, steps: StepRecorder) -> StageOutcome:
         request = env.parsed()
         assert isinstance(request, IngestRequest), f"process queue got a {env.kind} message"
-        ready = process_raster(request, settings, store, workdir=workdir, on_step=steps)
+        try:
+            ready = process_raster(request, settings, store, workdir=workdir, on_step=steps)
+        except TransientError as exc:
+            # job.error_class / job.error hold the previous attempt's failure. The same check failing the
+            # same way twice on the same input (the job's content key does not change) is deterministic.
+            if (exc.error_class in _REPEAT_PERMANENT and job.error_class == exc.error_class
+                    and normalised(job.error) == normalised(str(exc))):
+                raise PermanentError(f"{exc} (the same failure twice on the same input: not retried)",
+                                     error_class=exc.error_class) from None
+            raise
         # One fixed id per job: a conversion redone after a crash cannot queue a second publish message
         # on the embedded bus, and the publisher skips jobs that are already published on any bus.
         out = Envelope(id=f"{job.id}-publish", job_id=job.id, body=ready.model_dump(mode="json"),

@@ -36,22 +36,24 @@ def _metadata(ds: rasterio.io.DatasetReader) -> RasterMetadata:
     if crs:
         crs_epsg = crs.to_epsg(confidence_threshold=EPSG_CONFIDENCE)
         crs_wkt2 = crs.to_wkt(version=WktVersion.WKT2_2019)
-    flags = ds.mask_flag_enums
+    flags = ds.mask_flag_enums  # once per dataset: linear
     has_mask = bool(flags) and MaskFlags.per_dataset in flags[0] and MaskFlags.nodata not in flags[0] and MaskFlags.alpha not in flags[0]
     res_x, res_y = ds.res
     resolution = float(res_x) if math.isclose(res_x, res_y, rel_tol=1e-9) else float((res_x + res_y) / 2)
-    stats = _statistics(ds)
+    band_info = _BandInfo(ds)
+    stats = _statistics(ds, band_info)
     bands = []
     for i in range(ds.count):
-        scale, offset = ds.scales[i], ds.offsets[i]
+        scale, offset = band_info.scales[i], band_info.offsets[i]
+        dtype = band_info.dtypes[i]
         bands.append(
             BandMetadata(
-                data_type=ds.dtypes[i],
-                nodata=_nodata(ds.nodatavals[i], ds.dtypes[i]),
+                data_type=dtype,
+                nodata=_nodata(band_info.nodatavals[i], dtype),
                 scale=None if scale in (None, 1.0) else float(scale),
                 offset=None if offset in (None, 0.0) else float(offset),
-                unit=ds.units[i] or None,
-                description=ds.descriptions[i] or None,
+                unit=band_info.units[i] or None,
+                description=band_info.descriptions[i] or None,
                 statistics=stats[i],
                 spatial_resolution=resolution,
             )
@@ -68,6 +70,21 @@ def _metadata(ds: rasterio.io.DatasetReader) -> RasterMetadata:
         tags={str(k): str(v) for k, v in ds.tags().items()},
         has_mask=has_mask,
     )
+
+
+class _BandInfo:
+    """rasterio's per-band properties read once: each of ``ds.scales``, ``ds.nodatavals``,
+    ``ds.mask_flag_enums``... builds a tuple over *all* bands on every access, so indexing them in a loop
+    over the bands was quadratic (5000 bands of 1 x 1: minutes)."""
+
+    def __init__(self, ds: rasterio.io.DatasetReader) -> None:
+        self.dtypes = ds.dtypes
+        self.nodatavals = ds.nodatavals
+        self.scales = ds.scales
+        self.offsets = ds.offsets
+        self.units = ds.units
+        self.descriptions = ds.descriptions
+        self.mask_flags = ds.mask_flag_enums
 
 
 def _nodata(value: float | None, dtype: str) -> float | int | str | None:
@@ -95,17 +112,17 @@ def _stats_shape(ds: rasterio.io.DatasetReader) -> tuple[int, int]:
     return math.ceil(ds.height / best), math.ceil(ds.width / best)
 
 
-def _valid_mask(ds: rasterio.io.DatasetReader, data: np.ndarray, band_index: int) -> np.ndarray | None:
+def _valid_mask(ds: rasterio.io.DatasetReader, data: np.ndarray, band_index: int, info: _BandInfo) -> np.ndarray | None:
     """Valid pixels of one band (True = valid), or None when all are valid.
 
     A nodata mask is computed from the data already read (asking GDAL would read the pixels again); a real
     mask band (internal mask, alpha) is read at the same reduced size.
     """
-    flags = ds.mask_flag_enums[band_index]
+    flags = info.mask_flags[band_index]
     band = data[band_index]
     valid: np.ndarray | None = None
     if MaskFlags.nodata in flags:
-        nodata = ds.nodatavals[band_index]
+        nodata = info.nodatavals[band_index]
         valid = ~np.isnan(band) if nodata is not None and math.isnan(nodata) else band != np.array(nodata).astype(band.dtype)
     elif MaskFlags.all_valid not in flags:
         masks = ds.read_masks(band_index + 1, out_shape=band.shape)
@@ -116,20 +133,20 @@ def _valid_mask(ds: rasterio.io.DatasetReader, data: np.ndarray, band_index: int
     return valid
 
 
-def _statistics(ds: rasterio.io.DatasetReader) -> list[dict[str, float] | None]:
+def _statistics(ds: rasterio.io.DatasetReader, info: _BandInfo) -> list[dict[str, float] | None]:
     height, width = _stats_shape(ds)
     data = ds.read(out_shape=(ds.count, height, width))
     shared: np.ndarray | None = None
     shared_done = False
     out: list[dict[str, float] | None] = []
     for i in range(ds.count):
-        flags = ds.mask_flag_enums[i]
+        flags = info.mask_flags[i]
         if MaskFlags.per_dataset in flags and not np.issubdtype(data.dtype, np.floating):
             if not shared_done:  # one mask for all bands: read it once
-                shared, shared_done = _valid_mask(ds, data, i), True
+                shared, shared_done = _valid_mask(ds, data, i, info), True
             valid = shared
         else:
-            valid = _valid_mask(ds, data, i)
+            valid = _valid_mask(ds, data, i, info)
         band = data[i]
         values = band.ravel() if valid is None else band[valid]
         total = band.size

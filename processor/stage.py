@@ -6,15 +6,15 @@ failures of our own (disk, a COG that does not read back) are transient.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from stacdrop.config import Settings
-from stacdrop.errors import InvalidSidecar, MissingSidecar
+from stacdrop.config import CollectionSettings, Settings
+from stacdrop.errors import DiskFull, InvalidSidecar, MissingSidecar, NameTooLong
 from stacdrop.messages import IngestRequest, RasterReady
 from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
 
@@ -23,6 +23,7 @@ from processor.fetch import fetch_source
 from processor.metadata import read_raster_metadata
 from processor.store import COG_MEDIA_TYPE, Store, store_key
 from processor.validate import check_blocks_readable, validate_input
+from processor.workdir import cog_prefix
 
 
 def expected_sidecar_name(raster_key: str) -> str:
@@ -89,23 +90,66 @@ def process_raster(
     workdir = Path(workdir)
     if not workdir.is_dir():
         workdir.mkdir(parents=True, exist_ok=True)
+    _check_name_length(key, filename, [workdir, getattr(store, "root", None)])
+    try:
+        return _process(request, settings, store, workdir, on_step, key, filename, sidecar, sidecar_name,
+                        collection, coll, cog_key)
+    except OSError as exc:
+        # Our own file operations (temp names, the local store): classify the two that are not bugs.
+        if exc.errno == errno.ENAMETOOLONG:
+            raise NameTooLong(
+                f"{key}: the file name is too long for the file system of the work directory or the store "
+                f"({len(filename.encode())} bytes): rename it"
+            ) from None
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"{key}: no space left on device ({exc.filename or workdir})") from None
+        raise
+
+
+# The longest suffix our own file operations add to a file name: the local store writes
+# ``.<name>.<12 hex>.part`` next to the final file before the rename (19 bytes).
+_NAME_RESERVE = 24
+
+
+def _check_name_length(key: str, filename: str, folders: list) -> None:
+    """A file name that cannot be written where we write it is the input's problem: say so at once."""
+    length = len(filename.encode("utf-8", "surrogateescape"))
+    for folder in folders:
+        if folder is None:
+            continue
+        try:
+            name_max = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+        if length + _NAME_RESERVE > name_max:
+            raise NameTooLong(
+                f"{key}: the file name is {length} bytes, too long for the file system of {folder} "
+                f"(at most {name_max - _NAME_RESERVE} bytes here): rename the file"
+            )
+
+
+def _process(request: IngestRequest, settings: Settings, store: Store, workdir: Path,
+             on_step: Callable[[str], None], key: str, filename: str, sidecar: Sidecar | None,
+             sidecar_name: str | None, collection: str, coll: CollectionSettings, cog_key: str) -> RasterReady:
     on_step("fetch")
     with fetch_source(request.source.url, workdir, settings) as local:
         on_step("validate")
-        validate_input(local, key)
+        validate_input(local, key, coll)
 
         on_step("convert")
         # A unique file name in the workdir instead of a temporary directory per file: GDAL's side files
         # (``NAME.ovr.tmp`` ...) share its prefix, and whatever is left under the prefix is removed below.
-        prefix = f"cog-{uuid.uuid4().hex[:16]}-"
+        # The prefix holds our pid, so a process that starts later can tell a dead process's leftovers from
+        # a live sibling's (``processor.workdir.remove_stale``). The name does not hold the original file
+        # name: a name near the file system's limit would not fit with a prefix.
+        prefix = cog_prefix()
         try:
             if not coll.target_crs and is_valid_cog(local, resampling=coll.resampling):
                 # No conversion reads this input: decode it all once (cheaper than a conversion).
                 check_blocks_readable(local, key)
                 cog_path, converted, move = local, False, False
             else:
-                cog_name = filename if filename.lower().endswith((".tif", ".tiff")) else filename + ".tif"
-                cog_path = os.path.join(workdir, prefix + cog_name)
+                cog_path = os.path.join(workdir, prefix + "cog.tif")
                 convert_to_cog(
                     local,
                     cog_path,

@@ -21,6 +21,7 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -34,6 +35,7 @@ from stacdrop.errors import InvalidRaster
 _STRIP_OFFSETS, _STRIP_BYTE_COUNTS = 273, 279
 _TILE_OFFSETS, _TILE_BYTE_COUNTS = 324, 325
 _COMPRESSION, _PREDICTOR, _SUBFILE_TYPE = 259, 317, 254
+_WIDTH, _LENGTH, _BITS, _SAMPLES = 256, 257, 258, 277
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 _INT_DTYPES = {1: "u1", 3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}
 _MAX_IFDS = 4096
@@ -52,6 +54,21 @@ class TiffIfd:
     predictor: int | None
     subfile_type: int
     data_end: int = 0  # end of the last strip/tile
+    width: int = 0
+    height: int = 0
+    samples: int = 1
+    bits: int = 0  # BitsPerSample of the first sample (0 when the tag is missing)
+    present_blocks: int = 0  # blocks with a byte count > 0 (sparse blocks excluded)
+    stored_bytes: int = 0  # sum of the byte counts of the present blocks
+    shared_blocks: int = 0  # present blocks whose offset another present block also uses
+
+    @property
+    def declared_bytes(self) -> int:
+        """Uncompressed size of the present blocks (sparse blocks decode to nodata without bytes)."""
+        if not self.blocks:
+            return 0
+        full = self.width * self.height * self.samples * max(self.bits, 1) // 8
+        return full * self.present_blocks // self.blocks
 
 
 @dataclass
@@ -140,6 +157,8 @@ def tiff_layout(path: str | os.PathLike[str], size: int | None = None) -> TiffLa
                 ftype, count, raw = entries[tag]
                 if ftype not in _INT_DTYPES or count < 1:
                     return None
+                if _TYPE_SIZES[ftype] * count > inline:  # e.g. BitsPerSample of many bands: an array elsewhere
+                    return int(values(ftype, count, raw, f"tag {tag}")[0])
                 return int(np.frombuffer(raw, dtype=end + _INT_DTYPES[ftype], count=1)[0])
 
             tiled = _TILE_OFFSETS in entries
@@ -153,6 +172,8 @@ def tiff_layout(path: str | os.PathLike[str], size: int | None = None) -> TiffLa
             offsets = values(oft, ocount, oraw, "block offsets")
             counts = values(cft, ccount, craw, "block byte counts")
             present = counts > 0  # sparse files: offset 0 / count 0 for blocks never written
+            present_offsets = offsets[present]
+            shared = int(present_offsets.size - np.unique(present_offsets).size)
             data_end = int((offsets[present] + counts[present]).max()) if present.any() else 0
             if data_end > size:
                 missing = int(np.count_nonzero(present & (offsets + counts > size)))
@@ -169,6 +190,13 @@ def tiff_layout(path: str | os.PathLike[str], size: int | None = None) -> TiffLa
                     predictor=scalar(_PREDICTOR),
                     subfile_type=scalar(_SUBFILE_TYPE) or 0,
                     data_end=data_end,
+                    width=scalar(_WIDTH) or 0,
+                    height=scalar(_LENGTH) or 0,
+                    samples=scalar(_SAMPLES) or 1,
+                    bits=scalar(_BITS) or 0,
+                    present_blocks=int(np.count_nonzero(present)),
+                    stored_bytes=int(counts[present].sum()),
+                    shared_blocks=shared,
                 )
             )
         if not layout.ifds:
@@ -176,8 +204,12 @@ def tiff_layout(path: str | os.PathLike[str], size: int | None = None) -> TiffLa
         return layout
 
 
-def validate_input(path: str, name: str) -> None:
-    """Raise ``InvalidRaster`` (permanent) naming ``name`` and the reason when ``path`` is not usable."""
+def validate_input(path: str, name: str, limits: Any = None) -> None:
+    """Raise ``InvalidRaster`` (permanent) naming ``name`` and the reason when ``path`` is not usable.
+
+    With ``limits`` (a ``CollectionSettings``), also the resource limits of ``processor.limits``: from the
+    headers only, so a bomb is refused in milliseconds without writing a byte.
+    """
     try:
         size = os.path.getsize(path)
     except OSError as exc:
@@ -212,10 +244,16 @@ def validate_input(path: str, name: str) -> None:
                 raise InvalidRaster(f"{name}: no geotransform (pixel-to-map transform); georeference it first")
             if not ds.crs:
                 raise InvalidRaster(f"{name}: no CRS (coordinate reference system); georeference it first")
+            shape = dict(width=ds.width, height=ds.height, count=ds.count,
+                         itemsize=max(np.dtype(d).itemsize for d in set(ds.dtypes)))
     try:
-        tiff_layout(path, size)
+        layout = tiff_layout(path, size)
     except TiffStructureError as exc:
         raise InvalidRaster(f"{name}: truncated or corrupt TIFF: {exc}") from None
+    if limits is not None:
+        from processor.limits import check_limits  # limits imports this module's TiffLayout
+
+        check_limits(name, layout, limits=limits, **shape)
 
 
 def check_blocks_readable(path: str, name: str, *, overviews: bool = True, threads: str = "ALL_CPUS") -> None:

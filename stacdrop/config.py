@@ -42,6 +42,23 @@ class CollectionSettings(BaseModel):
     create_if_missing: bool = Field(default=False, description="Create the collection when an item needs it")
     store_key: str = Field(default="{collection}/{filename}", description="Store key template for the COG")
     properties: dict[str, Any] = Field(default_factory=dict, description="Default item properties")
+    # Resource limits, checked before any conversion work (processor.limits). Their home is here, not in
+    # Settings, so one table holds both the default and the per-collection override:
+    # [collection_defaults] max_bands = 2000 raises it for all, [collections.X] max_bands = 5000 for one.
+    max_pixels_per_band: int = Field(
+        default=1 << 34, gt=0, description="Largest width x height (2**34 lets 129,600 x 64,800 through)"
+    )
+    max_bands: int = Field(default=1000, gt=0, description="Most bands in one raster (EBV cubes have hundreds)")
+    max_output_bytes: int = Field(
+        default=1 << 40, gt=0, description="Largest estimated COG (uncompressed size x 1.34 for the overviews)"
+    )
+    max_compression_ratio: float = Field(
+        default=1100.0, gt=0,
+        description="DEFLATE input: largest declared-uncompressed / stored bytes (DEFLATE cannot pass ~1032)",
+    )
+    allow_shared_blocks: bool = Field(
+        default=False, description="Accept TIFFs whose tiles/strips point at the same bytes (a bomb's trick)"
+    )
 
 
 SECRET_FIELDS = ("stac_token", "aws_access_key_id", "aws_secret_access_key", "api_token", "catalog_dsn")

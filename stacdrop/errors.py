@@ -43,6 +43,30 @@ class InvalidRaster(PermanentError):
     error_class = "invalid_raster"
 
 
+class RasterTooLarge(PermanentError):
+    """Over a resource limit (pixels per band, bands, estimated output size) that a setting can raise."""
+
+    error_class = "raster_too_large"
+
+
+class SuspiciousRaster(PermanentError):
+    """A file whose declared size is out of all proportion to its bytes (a decompression bomb)."""
+
+    error_class = "suspicious_raster"
+
+
+class NameTooLong(PermanentError):
+    """A file name longer than the work directory's or the store's file system allows."""
+
+    error_class = "name_too_long"
+
+
+class DiskFull(TransientError):
+    """No space left on the device of the work directory or the store: retrying after cleanup may help."""
+
+    error_class = "disk_full"
+
+
 class InvalidSidecar(PermanentError):
     error_class = "invalid_sidecar"
 
