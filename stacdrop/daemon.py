@@ -21,6 +21,7 @@ from stacdrop.bus.base import Bus
 from stacdrop.config import Settings
 from stacdrop.intake import Intake
 from stacdrop.ledger import Ledger
+from stacdrop.probes import check_stac, check_store
 from stacdrop.retry import RetryPolicy
 from stacdrop.runtime import StageRunner
 
@@ -78,7 +79,8 @@ class Daemon:
 
         store = open_store(self.settings.store, self.settings)
         handler = make_process_handler(self.settings, store, workdir_for(self.settings))
-        StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy).run(self.stop)
+        StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy,
+                    probes={"store": lambda: check_store(self.settings)}).run(self.stop)
 
     def _publish(self) -> None:
         from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
@@ -88,6 +90,7 @@ class Daemon:
             "publish", make_publish_handler(self.settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
             policy=self.policy, batch_handler=make_publish_batch_handler(self.settings, sink, self.ledger),
             batch_size=self.settings.stac_batch_size, batch_window=self.settings.publish_batch_window,
+            probes={"stac_api": lambda: check_stac(self.settings)},
         ).run(self.stop)
 
     def _supervise(self, name: str, target: Callable[[], None]) -> None:

@@ -14,6 +14,9 @@ class StacdropError(Exception):
 
     error_class = "error"
     transient = False
+    # The dependency whose outage this error can mean ("stac_api", "store"), or None. The runtime probes a
+    # named dependency before it counts the attempt: an outage is not the job's fault (stacdrop/runtime.py).
+    dependency: str | None = None
 
     def __init__(self, message: str, *, error_class: str | None = None) -> None:
         super().__init__(message)
@@ -97,10 +100,12 @@ class ConfigError(PermanentError):
 
 class StoreError(TransientError):
     error_class = "store"
+    dependency = "store"
 
 
 class CatalogUnavailable(TransientError):
     error_class = "catalog_unavailable"
+    dependency = "stac_api"
 
 
 def classify(exc: BaseException) -> tuple[str, bool]:

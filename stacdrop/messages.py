@@ -132,6 +132,9 @@ class AttemptRecord(BaseModel):
     error: str
     at: datetime = Field(default_factory=utcnow)
     replayed: bool = False
+    # False for a try that failed because a dependency (the STAC API, the store) was down: it is kept in
+    # the history but does not spend the message's retry budget (stacdrop/runtime.py, "outages").
+    counted: bool = True
 
 
 class Envelope(BaseModel):
@@ -161,10 +164,12 @@ class Envelope(BaseModel):
     def collection(self) -> str | None:
         return self.body.get("collection")
 
-    def with_failure(self, stage: str, error_class: str, error: str) -> "Envelope":
-        """A copy one failed attempt later, the error kept in the history."""
-        history = [*self.history, AttemptRecord(stage=stage, error_class=error_class, error=error)]
-        return self.model_copy(update={"attempts": self.attempts + 1, "history": history})
+    def with_failure(self, stage: str, error_class: str, error: str, *, counted: bool = True) -> "Envelope":
+        """A copy one failed attempt later, the error kept in the history. ``counted=False``: the attempt is
+        in the history but the attempts count stays (a dependency outage is not the message's fault)."""
+        record = AttemptRecord(stage=stage, error_class=error_class, error=error, counted=counted)
+        attempts = self.attempts + 1 if counted else self.attempts
+        return self.model_copy(update={"attempts": attempts, "history": [*self.history, record]})
 
     def for_replay(self) -> "Envelope":
         """Attempts start again from zero; the earlier attempts stay in the history, marked replayed."""

@@ -5,6 +5,15 @@ the attempt on the job, (3) calls the handler, (4) on success publishes the hand
 records the outcome, and only then acks, so an outcome is durable before its message is forgotten;
 (5) on failure asks the RetryPolicy: a transient error is retried later with backoff, a permanent one
 or the last retry goes to the dead letters, and the job says why.
+
+Outages are not the job's fault. An error that names a dependency (``StacdropError.dependency``: the STAC
+API, the store) is checked with that dependency's probe (``probes``, see stacdrop/probes.py) before the
+attempt is counted. When the probe fails too, the dependency is down: the message goes back *without*
+spending an attempt (``Delivery.retry(counted=False)``, the error kept in its history), the job shows
+"waiting", and the stage pauses, probing with backoff up to ``probe_max`` seconds apart, until the
+dependency answers again; then it takes the next message. So an outage of any length dead-letters
+nothing, and only errors that persist while the dependency answers (a 409/404 loop, a failed read-back,
+a bucket that answers 403) count against ``max_retries``.
 """
 
 from __future__ import annotations
@@ -91,7 +100,13 @@ class StageRunner:
     def __init__(
         self, stage: str, handler: StageHandler, *, bus: Bus, ledger: Ledger, policy: RetryPolicy,
         batch_handler: BatchStageHandler | None = None, batch_size: int = 1, batch_window: float = 0.0,
+        probes: dict[str, Callable[[], None]] | None = None, probe_max: float = 30.0,
     ) -> None:
+        self.probes = dict(probes or {})
+        self.probe_max = probe_max
+        self._stop = threading.Event()
+        self._probed: dict[str, bool] = {}  # dependency -> down, probed once per delivery or batch
+        self._paused: str | None = None
         self.batch_handler = batch_handler
         self.batch_size = batch_size
         self.batch_window = batch_window
@@ -103,6 +118,7 @@ class StageRunner:
         self.policy = policy
 
     def run(self, stop: threading.Event, prefetch: int = 1) -> None:
+        self._stop = stop
         log.info("consuming", stage=self.stage, queue=self.queue)
         if self.batch_handler is not None and self.batch_size > 1 and self.batch_window > 0:
             self.bus.consume_batch(self.queue, self.on_batch, stop, max_batch=self.batch_size,
@@ -153,9 +169,45 @@ class StageRunner:
 
     def _run(self, deliveries: list[Delivery],
              call: Callable[[list[Started]], list[StageOutcome | Exception]], flush_after: float) -> None:
+        self._probed = {}
         started = self._start(deliveries, flush_after)
         if started:
             self._finish(started, call(started))
+        if self._paused is not None:
+            self._wait_for(self._paused)
+
+    # -- outages ----------------------------------------------------------------------------------------
+    def _down(self, exc: Exception) -> str | None:
+        """The dependency ``exc`` names when its probe fails now (once per delivery or batch), else None."""
+        dependency = getattr(exc, "dependency", None)
+        probe = self.probes.get(dependency) if dependency else None
+        if probe is None:
+            return None
+        if dependency not in self._probed:
+            try:
+                probe()
+                self._probed[dependency] = False
+            except Exception:  # noqa: BLE001 - any failure of the probe means "still down"
+                self._probed[dependency] = True
+        return dependency if self._probed[dependency] else None
+
+    def _wait_for(self, dependency: str) -> None:
+        """Pause this stage until ``dependency``'s probe answers (or the stage is stopped)."""
+        probe = self.probes[dependency]
+        delay, since = 1.0, time.monotonic()
+        log.warning("dependency unreachable; stage paused, probing", dependency=dependency)
+        while not self._stop.wait(delay):
+            try:
+                probe()
+            except Exception as exc:  # noqa: BLE001 - still down: probe again later
+                delay = min(delay * 2, self.probe_max)
+                log.info("dependency still unreachable", dependency=dependency, error=type(exc).__name__,
+                         down_for=round(time.monotonic() - since), next_probe_in=delay)
+                continue
+            log.warning("dependency back; stage resumes", dependency=dependency,
+                        down_for=round(time.monotonic() - since, 1))
+            break
+        self._paused = None
 
     @contextmanager
     def _bound(self, env: Envelope) -> Iterator[None]:
@@ -227,6 +279,15 @@ class StageRunner:
             frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
             where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
             text = f"{type(exc).__name__}: {text}{where}"
+        dependency = self._down(exc) if transient else None
+        if dependency is not None:
+            text = f"{text} ({dependency} unreachable: waiting for it; this attempt is not counted)"
+            log.warning("dependency down; message put back without spending an attempt", dependency=dependency,
+                        error_class=error_class, error=text, step=steps.current)
+            self._record_failure(job, steps, attempt, RETRYING, "waiting", error_class, text)
+            delivery.retry(1.0, error_class, text, counted=False)
+            self._paused = dependency
+            return
         if self.policy.should_retry(attempt, transient):
             delay = self.policy.delay(attempt)
             log.warning("attempt failed; will retry", error_class=error_class, error=text, step=steps.current,

@@ -44,7 +44,7 @@ def s3_client(settings: Settings, **config: Any) -> Any:
     return session.client(
         "s3",
         endpoint_url=settings.aws_endpoint_url or None,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, **config),
+        config=Config(**{"retries": {"max_attempts": 5, "mode": "standard"}, **config}),  # callers may set retries
     )
 
 

@@ -244,6 +244,26 @@ def test_retry_comes_back_after_the_delay_with_the_error(bus: Bus) -> None:
         (PROCESS, "store", "S3 said 503", False)]
 
 
+def test_an_uncounted_retry_keeps_the_attempts_and_records_the_error(bus: Bus) -> None:
+    """A retry while a dependency is down (runtime "outages") must not spend the retry budget."""
+    env = make_env("outage.tif")
+    bus.publish(PROCESS, env)
+
+    def action(d: Delivery) -> None:
+        if len(d.envelope.history) < 2:
+            d.retry(0.0, "catalog_unavailable", "STAC API down", counted=False)
+        else:
+            d.ack()
+
+    rec = Recorder(action)
+    with consuming(bus, PROCESS, rec):
+        assert rec.wait(3, timeout=SLOW + 2)
+    last = rec.deliveries[2].envelope
+    assert last.attempts == 0
+    assert [(h.error_class, h.counted) for h in last.history] == [
+        ("catalog_unavailable", False), ("catalog_unavailable", False)]
+
+
 def test_dead_letter_keeps_queue_error_attempts_and_envelope(bus: Bus) -> None:
     env = make_env("dead.tif", collection="landcover")
 

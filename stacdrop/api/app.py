@@ -7,10 +7,8 @@ naming the field or URL and the reason; request bodies over ``api_max_body_bytes
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,9 +20,7 @@ from stacdrop.api import compat, jobs, metrics, page
 from stacdrop.api.auth import BodySizeLimit
 from stacdrop.api.deps import ApiState
 from stacdrop.config import Settings, load_settings
-
-READY_TIMEOUT = 5.0
-
+from stacdrop.probes import check_stac, check_store
 
 class Health(BaseModel):
     status: str
@@ -42,39 +38,6 @@ def _validation_detail(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
-
-
-def check_store(settings: Settings) -> None:
-    store = settings.store
-    if store.startswith("s3://"):
-        from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
-
-        bucket, _ = parse_s3_url(store)
-        s3_client(settings, connect_timeout=READY_TIMEOUT, read_timeout=READY_TIMEOUT,
-                  retries={"max_attempts": 1}).head_bucket(Bucket=bucket)
-        return
-    _check_dir(Path(store.removeprefix("file://")))
-
-
-def check_stac(settings: Settings) -> None:
-    target = settings.stac
-    if target.startswith(("http://", "https://")):
-        import requests  # noqa: PLC0415
-
-        resp = requests.get(target.rstrip("/") + "/", timeout=READY_TIMEOUT)
-        if resp.status_code >= 500:
-            raise RuntimeError(f"{target} answered HTTP {resp.status_code}")
-        return
-    _check_dir(Path(target.removeprefix("file://")))
-
-
-def _check_dir(path: Path) -> None:
-    """The directory, or the nearest existing parent it would be created in, must be writable."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise RuntimeError(f"{path}: not a writable directory")
 
 
 def readiness(state: ApiState) -> dict[str, str]:

@@ -76,8 +76,9 @@ class Delivery(ABC):
         """The work is done and its outcome is durable: forget the message."""
 
     @abstractmethod
-    def retry(self, delay: float, error_class: str, error: str) -> None:
-        """Deliver again after ``delay`` seconds, with ``attempts + 1`` and this error in the history."""
+    def retry(self, delay: float, error_class: str, error: str, *, counted: bool = True) -> None:
+        """Deliver again after ``delay`` seconds, with ``attempts + 1`` and this error in the history.
+        ``counted=False`` keeps ``attempts`` (the error is still in the history): a dependency was down."""
 
     @abstractmethod
     def dead_letter(self, error_class: str, error: str) -> None:

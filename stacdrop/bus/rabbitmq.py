@@ -587,9 +587,9 @@ class RabbitDelivery(Delivery):
     def ack(self) -> None:
         self._settle(lambda s: s.op_ack(self))
 
-    def retry(self, delay: float, error_class: str, error: str) -> None:
+    def retry(self, delay: float, error_class: str, error: str, *, counted: bool = True) -> None:
         bus = self._runner.bus
-        env = self.envelope.with_failure(self.queue, error_class, error)
+        env = self.envelope.with_failure(self.queue, error_class, error, counted=counted)
         level = bus._retry_level(max(0.0, delay))
         expiration = str(int(math.ceil(min(max(0.0, delay), level) * 1000)))
         key = f"{self.queue}.{bus._retry_key_suffix(level)}"

@@ -275,8 +275,8 @@ class SqliteBus(Bus):
                 "UPDATE messages SET lease_until = NULL WHERE id = ? AND lease_owner = ?", (d.envelope.id, d.owner)
             )
 
-    def _retry(self, d: "SqliteDelivery", delay: float, error_class: str, error: str) -> None:
-        env = d.envelope.with_failure(d.queue, error_class, error)
+    def _retry(self, d: "SqliteDelivery", delay: float, error_class: str, error: str, counted: bool = True) -> None:
+        env = d.envelope.with_failure(d.queue, error_class, error, counted=counted)
         with self._tx() as cur:
             cur.execute(
                 "UPDATE messages SET envelope = ?, available_at = ?, retrying = 1, lease_until = NULL "
@@ -389,9 +389,9 @@ class SqliteDelivery(Delivery):
         self._settle()
         self.bus._ack(self)
 
-    def retry(self, delay: float, error_class: str, error: str) -> None:
+    def retry(self, delay: float, error_class: str, error: str, *, counted: bool = True) -> None:
         self._settle()
-        self.bus._retry(self, delay, error_class, error)
+        self.bus._retry(self, delay, error_class, error, counted)
 
     def dead_letter(self, error_class: str, error: str) -> None:
         self._settle()
