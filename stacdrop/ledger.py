@@ -269,15 +269,17 @@ class Ledger:
         params: dict[str, Any] | None = None,
         input_size: int | None = None,
     ) -> tuple[Job, bool]:
-        """Return ``(job, created)``. The same source and content returns the existing job unless it failed
-        or its item was unpublished since: dropping such a file again is how a user asks for another try."""
+        """Return ``(job, created)``. A drop whose content equals the source's LATEST job returns that job
+        unless it failed or its item was unpublished since: dropping such a file again is how a user asks
+        for another try. Only the latest job counts: after A, B, a second A is new content again (the
+        latest job holds B), so the last write wins and A is published."""
         now = utcnow()
         with self._create_lock, self.engine.begin() as conn:
             row = conn.execute(
-                sa.select(jobs).where(jobs.c.source == source, jobs.c.content_key == content_key)
-                .order_by(jobs.c.created_at.desc()).limit(1)
+                sa.select(jobs).where(jobs.c.source == source)
+                .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(1)
             ).first()
-            if row is not None and row.state not in (FAILED, UNPUBLISHED):
+            if row is not None and row.content_key == content_key and row.state not in (FAILED, UNPUBLISHED):
                 return _job_from_row(row), False
             job_id = uuid.uuid4().hex
             conn.execute(

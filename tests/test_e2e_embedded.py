@@ -300,6 +300,25 @@ def test_same_content_twice_makes_no_second_job_and_changes_update_the_item(tmp_
         assert daemon.alive()
 
 
+def test_rewriting_a_then_b_then_a_publishes_a(tmp_path: Path, env: dict[str, str]) -> None:
+    """The third write equals the first job's content, not the latest's: it is a new job, and A wins."""
+    inbox = tmp_path / "inbox"
+    write_collection(inbox, "clim")
+    shutil.copy(write_geotiff(tmp_path / "bio1.tif", width=64, height=64), inbox / "clim" / "bio1.tif")
+    with DaemonProcess(tmp_path, env) as daemon:
+        ledger = ledger_for(env)
+        started = time.monotonic()
+        for n, year in enumerate(["1981", "1991", "1981"]):
+            write_sidecar(inbox / "clim" / "bio1.tif", id="bio1", datetime=f"{year}-01-01")
+            wait_until(lambda n=n: len(ledger.list_jobs()) >= n + 2, 30, f"job for write {n + 1}", daemon)
+        rewrites = time.monotonic() - started
+        jobs = wait_until(lambda: settled_jobs(ledger, 4), 60, "all published", daemon)
+        raster_jobs = [j for j in jobs if j.kind == "raster"]
+        assert len(raster_jobs) == 3 and len({j.content_key for j in raster_jobs}) == 2
+        items = catalog_items(tmp_path / "data" / "stac")
+        assert items["clim/bio1"]["properties"]["datetime"] == "1981-01-01T00:00:00Z", rewrites
+
+
 def test_kill9_during_conversions_loses_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     inbox = tmp_path / "inbox"
     write_collection(inbox, "clim")

@@ -50,6 +50,15 @@ def test_same_content_is_one_job_changed_content_a_new_one(ledger: Ledger) -> No
     assert created and changed.id != job.id
 
 
+def test_the_latest_content_wins_a_b_a_is_three_jobs(ledger: Ledger) -> None:
+    a, _ = _create(ledger, content="A")
+    b, created_b = _create(ledger, content="B")
+    a2, created_a2 = _create(ledger, content="A")
+    assert created_b and created_a2 and len({a.id, b.id, a2.id}) == 3
+    again, created = _create(ledger, content="A")  # the same as the latest: a duplicate
+    assert not created and again.id == a2.id
+
+
 def test_a_failed_job_dropped_again_gets_a_new_job(ledger: Ledger) -> None:
     job, _ = _create(ledger)
     ledger.record(job.id, stage="process", step="validate", status="failed", state=FAILED,
