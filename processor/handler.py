@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 from processor.stage import process_raster
 from processor.store import Store
 from processor.workdir import remove_stale
+from stacdrop import claims
 from stacdrop.config import Settings
 from stacdrop.errors import PermanentError, TransientError
-from stacdrop.ledger import PUBLISHING, Job
+from stacdrop.ledger import PUBLISHING, Job, Ledger
 from stacdrop.messages import PUBLISH_QUEUE, Envelope, IngestRequest
 from stacdrop.runtime import StageHandler, StageOutcome, StepRecorder
 
@@ -29,7 +31,11 @@ def normalised(message: str | None) -> str:
     return _VOLATILE.sub("#", text).strip()
 
 
-def make_process_handler(settings: Settings, store: Store, workdir: Path) -> StageHandler:
+def make_process_handler(
+    settings: Settings, store: Store, workdir: Path, ledger: Ledger | None = None,
+) -> StageHandler:
+    """``ledger``, when given, holds the claim that keeps a second processor off a job being converted
+    (a redelivery after the broker connection dropped mid-conversion); see stacdrop/claims.py."""
     workdir.mkdir(parents=True, exist_ok=True)
     # Leftovers of killed conversions (partial COGs, *.ovr.tmp) of processes that are gone; see the rule in
     # processor.workdir. Each attempt also removes its own prefix when it ends, whatever the outcome.
@@ -39,7 +45,9 @@ def make_process_handler(settings: Settings, store: Store, workdir: Path) -> Sta
         request = env.parsed()
         assert isinstance(request, IngestRequest), f"process queue got a {env.kind} message"
         try:
-            ready = process_raster(request, settings, store, workdir=workdir, on_step=steps)
+            with claims.holding(ledger, job.id, "process", stale_after=settings.claim_stale_after) if ledger \
+                    else nullcontext():
+                ready = process_raster(request, settings, store, workdir=workdir, on_step=steps)
         except TransientError as exc:
             # job.error_class / job.error hold the previous attempt's failure. The same check failing the
             # same way twice on the same input (the job's content key does not change) is deterministic.

@@ -90,6 +90,10 @@ class Settings(BaseModel):
     s3_events_sqs: str | None = Field(default=None, description="S3 inbox: SQS queue URL receiving AWS S3 events")
     workers: int = Field(default=1, ge=1)
     max_retries: int = Field(default=5, ge=0)
+    claim_stale_after: float = Field(
+        default=60.0, gt=0,
+        description="Seconds without a heartbeat after which another processor takes over a job being "
+                    "converted (stacdrop/claims.py); a dead processor on the same host is taken over at once")
     retry_base: float = Field(default=2.0, gt=0, description="First retry delay in seconds")
     retry_max: float = Field(default=600.0, gt=0, description="Longest retry delay in seconds")
     lease_seconds: float = Field(default=60.0, gt=1, description="Embedded bus: lease a worker renews while busy")

@@ -78,7 +78,7 @@ class Daemon:
         from processor.store import open_store  # noqa: PLC0415
 
         store = open_store(self.settings.store, self.settings)
-        handler = make_process_handler(self.settings, store, workdir_for(self.settings))
+        handler = make_process_handler(self.settings, store, workdir_for(self.settings), self.ledger)
         StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy,
                     probes={"store": lambda: check_store(self.settings)}).run(self.stop)
 

@@ -17,6 +17,10 @@ class StacdropError(Exception):
     # The dependency whose outage this error can mean ("stac_api", "store"), or None. The runtime probes a
     # named dependency before it counts the attempt: an outage is not the job's fault (stacdrop/runtime.py).
     dependency: str | None = None
+    # False for a failure that says nothing about the job (another worker holds it): the runtime puts the
+    # message back after ``retry_in`` seconds without spending one of the job's attempts.
+    counts_attempt = True
+    retry_in = 0.0
 
     def __init__(self, message: str, *, error_class: str | None = None) -> None:
         super().__init__(message)
@@ -101,6 +105,15 @@ class ConfigError(PermanentError):
 class StoreError(TransientError):
     error_class = "store"
     dependency = "store"
+
+
+class ClaimedElsewhere(TransientError):
+    """Another live worker is converting this job (its claim's heartbeat is fresh): try again later,
+    uncounted, and find the job done, or the claim stale and free to take over."""
+
+    error_class = "claimed_elsewhere"
+    counts_attempt = False
+    retry_in = 15.0
 
 
 class CatalogUnavailable(TransientError):

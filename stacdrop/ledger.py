@@ -16,11 +16,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from stacdrop.messages import utcnow
@@ -75,6 +77,19 @@ events = sa.Table(
     sa.Column("error_class", sa.Text),
     sa.Column("message", sa.Text),
 )
+
+# Who is working on a job right now: one row per job while a worker converts it, renewed by a heartbeat.
+# A redelivered message (the broker connection dropped, the worker did not) finds the claim fresh and waits
+# instead of converting the same raster a second time; a claim whose heartbeat is stale is taken over.
+job_claims = sa.Table(
+    "job_claims",
+    metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("owner", sa.Text, nullable=False),  # stacdrop.claims.owner_id(): host, pid namespace, pid, nonce
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+CLAIMS_KEPT = timedelta(hours=1)  # claims left after a success (stacdrop/claims.py) are pruned after this
 
 fingerprints = sa.Table(
     "source_fingerprints",
@@ -436,6 +451,31 @@ class Ledger:
                         if row.id != job.id and _aware(row.created_at) > job.created_at:
                             newer[job.id] = row.id
         return newer
+
+    # -- claims (one live worker per job; see stacdrop/claims.py) --------------------------------------
+    def claim(self, job_id: str, stage: str, owner: str, *, stale_after: float, take_from: str | None = None) -> bool:
+        """Take or renew ``owner``'s claim on ``job_id`` in one statement; False when another owner's claim
+        is fresher than ``stale_after`` seconds (and is not ``take_from``, an owner known to be dead)."""
+        now = utcnow()
+        insert = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(job_claims)
+        free = sa.or_(job_claims.c.owner == owner, job_claims.c.heartbeat_at < now - timedelta(seconds=stale_after))
+        if take_from is not None:
+            free = sa.or_(free, job_claims.c.owner == take_from)
+        statement = insert.values(job_id=job_id, stage=stage, owner=owner, heartbeat_at=now).on_conflict_do_update(
+            index_elements=[job_claims.c.job_id], set_=dict(stage=stage, owner=owner, heartbeat_at=now), where=free,
+        ).returning(job_claims.c.owner)  # a row comes back only when the claim is ours (rowcount is unreliable)
+        with self.engine.begin() as conn:
+            conn.execute(job_claims.delete().where(job_claims.c.heartbeat_at < now - CLAIMS_KEPT))
+            return conn.execute(statement).scalar() == owner
+
+    def claim_owner(self, job_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(job_claims.c.owner).where(job_claims.c.job_id == job_id)).scalar()
+
+    def release(self, job_id: str, owner: str) -> None:
+        """Drop ``owner``'s claim (a no-op when someone else took it over)."""
+        with self.engine.begin() as conn:
+            conn.execute(job_claims.delete().where(job_claims.c.job_id == job_id, job_claims.c.owner == owner))
 
     # -- source fingerprints (cheap change detection for watchers) ------------------------------------
     def fingerprint(self, key: str) -> str | None:

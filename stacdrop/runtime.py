@@ -13,7 +13,9 @@ spending an attempt (``Delivery.retry(counted=False)``, the error kept in its hi
 "waiting", and the stage pauses, probing with backoff up to ``probe_max`` seconds apart, until the
 dependency answers again; then it takes the next message. So an outage of any length dead-letters
 nothing, and only errors that persist while the dependency answers (a 409/404 loop, a failed read-back,
-a bucket that answers 403) count against ``max_retries``.
+a bucket that answers 403) count against ``max_retries``. An error that says nothing about the job at all
+(``counts_attempt = False``: another live worker holds its claim, stacdrop/claims.py) goes back after its
+``retry_in`` seconds, uncounted, without pausing the stage.
 """
 
 from __future__ import annotations
@@ -279,6 +281,13 @@ class StageRunner:
             frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
             where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
             text = f"{type(exc).__name__}: {text}{where}"
+        if not getattr(exc, "counts_attempt", True):
+            # Not about the job (another live worker holds it): back on the queue, uncounted, no pause.
+            log.info("not this worker's to do now; message put back without spending an attempt",
+                     error_class=error_class, error=text, retry_in=exc.retry_in)
+            self._record_failure(job, steps, attempt, RUNNING_STATE[self.stage], "waiting", error_class, text)
+            delivery.retry(exc.retry_in, error_class, text, counted=False)
+            return
         dependency = self._down(exc) if transient else None
         if dependency is not None:
             text = f"{text} ({dependency} unreachable: waiting for it; this attempt is not counted)"
