@@ -204,6 +204,67 @@ def test_allowed_hosts_entries_are_validated() -> None:
             Settings(allowed_hosts=[bad])
 
 
+# -- TLS: connected to the checked address, the certificate checked against the name -----------------
+
+
+def _tls_files(tmp_path: Path, names: list[str]) -> tuple[Path, Path, Path]:
+    """A test CA (file) and a server certificate and key for ``names``, signed by it."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stacdrop test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.mark.parametrize(("names", "accepted"), [(["localhost"], True), (["other.example"], False)])
+def test_tls_pinned_to_the_address_checked_against_the_name(tmp_path: Path, names: list[str], accepted: bool) -> None:
+    import ssl
+
+    from stacdrop.urls import PinnedAdapter
+
+    ca, cert, key = _tls_files(tmp_path, names)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name)
+    with Recorder(PUBLIC_BODY) as server:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        checked = check_source_url(f"https://localhost:{server.port}/a.tif", BY_NAME)
+        assert checked.addresses == ("127.0.0.1",)
+        adapter = PinnedAdapter()
+        adapter.pin(checked, "127.0.0.1")
+        request = requests.Request("GET", checked.url).prepare()
+        if accepted:
+            resp = adapter.send(request, verify=str(ca), timeout=10)
+            assert resp.status_code == 200 and resp.content == PUBLIC_BODY
+            assert server.seen == [("GET", "/a.tif", f"localhost:{server.port}")]
+        else:  # a certificate for another name: refused, although the address is the checked one
+            with pytest.raises(requests.exceptions.SSLError):
+                adapter.send(request, verify=str(ca), timeout=10)
+            assert server.seen == []
+        assert sni[:1] == ["localhost"]  # SNI names the host, not the address connected to
+        adapter.close()
+
+
 # -- DNS rebinding ------------------------------------------------------------------------------------
 
 
