@@ -2,9 +2,11 @@
 
 - a local absolute path (or ``file://``): used in place, nothing to clean up;
 - ``s3://bucket/key``: GET from the configured S3 endpoint, streamed to a temporary file in the workdir;
-- ``http(s)://``: streamed the same way with requests; redirects are followed by hand, each hop checked.
+- ``http(s)://``: streamed the same way through ``stacdrop.urls.open_source_url``, the one HTTP client of
+  source URLs (shared with the API's HEAD): every hop checked and its connection pinned to a checked address.
 
-Every URL passes ``stacdrop.urls.check_source_url`` first (scheme, allowed_hosts, no internal addresses).
+Every URL passes the policy of ``stacdrop.urls`` (scheme, allowed_hosts, no internal addresses, no
+ambiguous authority).
 Downloads stop at ``settings.max_source_bytes``. Transient failures (connection errors, timeouts, 5xx,
 429) are retried in-process a few times, then raised as ``TransientError`` (the job is retried later);
 404/410 is ``SourceNotFound`` and 401/403 ``SourceForbidden``, both permanent. Messages name the URL
@@ -24,16 +26,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urljoin, urlparse
+from urllib.parse import unquote, urlparse
 
-from stacdrop.errors import ConfigError, PermanentError, SourceNotFound, TransientError
-from stacdrop.urls import check_source_url, redact_url
+from stacdrop.errors import ConfigError, HostUnreachable, PermanentError, SourceNotFound, TransientError
+from stacdrop.urls import check_source_url, open_source_url, parse_source_url, redact_url
 
 ATTEMPTS = 3
 BACKOFF = 0.5
 CHUNK = 4 << 20
 TIMEOUT = (10, 60)  # connect, read (seconds without a byte)
-MAX_REDIRECTS = 5
 T = TypeVar("T")
 
 
@@ -146,40 +147,29 @@ def _download_http(url: str, dest: Path, settings: Any) -> None:
     shown = redact_url(url)
 
     def attempt() -> None:
-        target = url
-        with requests.Session() as session:
-            session.trust_env = False  # no proxies from the environment: the checked host is the one we reach
-            for _hop in range(MAX_REDIRECTS + 1):
-                check_source_url(target, settings)
-                where = redact_url(target)
+        try:
+            with open_source_url(url, settings, "GET", timeout=TIMEOUT, stream=True) as resp:
+                where = redact_url(resp.url)
+                status = resp.status_code
+                if status in (404, 410):
+                    raise SourceNotFound(f"{where}: source not found (HTTP {status})")
+                if status in (401, 403):
+                    raise SourceForbidden(f"{where}: access denied (HTTP {status})")
+                if status >= 500 or status in (408, 429):
+                    raise _Retry(f"HTTP {status}")
+                if status != 200:
+                    raise PermanentError(f"{where}: unexpected HTTP {status}", error_class="source_error")
+                length = resp.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > limit:
+                    raise _too_large(where, int(length), limit)
                 try:
-                    resp = session.get(target, stream=True, allow_redirects=False, timeout=TIMEOUT)
-                except (requests.ConnectionError, requests.Timeout) as exc:
-                    raise _Retry(f"{type(exc).__name__}: cannot reach the host") from None
-                with resp:
-                    if resp.is_redirect:
-                        target = urljoin(target, resp.headers["Location"])
-                        continue
-                    status = resp.status_code
-                    if status in (404, 410):
-                        raise SourceNotFound(f"{where}: source not found (HTTP {status})")
-                    if status in (401, 403):
-                        raise SourceForbidden(f"{where}: access denied (HTTP {status})")
-                    if status >= 500 or status in (408, 429):
-                        raise _Retry(f"HTTP {status}")
-                    if status != 200:
-                        raise PermanentError(f"{where}: unexpected HTTP {status}", error_class="source_error")
-                    length = resp.headers.get("Content-Length")
-                    if length and length.isdigit() and int(length) > limit:
-                        raise _too_large(where, int(length), limit)
-                    try:
-                        size = _copy(resp.iter_content(CHUNK), dest, where, limit)
-                    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                        raise _Retry(f"{type(exc).__name__} while downloading") from None
-                    if length and length.isdigit() and size != int(length):
-                        raise _Retry(f"short download: {size} of {length} bytes")
-                    return
-            raise PermanentError(f"{shown}: more than {MAX_REDIRECTS} redirects", error_class="source_error")
+                    size = _copy(resp.iter_content(CHUNK), dest, where, limit)
+                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                    raise _Retry(f"{type(exc).__name__} while downloading") from None
+                if length and length.isdigit() and size != int(length):
+                    raise _Retry(f"short download: {size} of {length} bytes")
+        except HostUnreachable as exc:
+            raise _Retry(exc.reason) from None
 
     _with_retries(shown, attempt)
 
@@ -193,8 +183,12 @@ def fetch_source(url: str, workdir: Path, settings: Any = None) -> Iterator[str]
     if url.startswith(("s3://", "http://", "https://")):
         if settings is None:
             raise ConfigError(f"{redact_url(url)}: sources by URL need the settings (allowed_hosts, S3)")
-        check_source_url(url, settings)
-        dest = _temp_path(Path(workdir), urlparse(url).path)
+        if url.startswith("s3://"):
+            check_source_url(url, settings)
+            name = urlparse(url).path
+        else:  # every hop is checked where it is requested; its name comes from the URL as parsed
+            name = urlparse(parse_source_url(url).url).path
+        dest = _temp_path(Path(workdir), name)
         try:
             if url.startswith("s3://"):
                 _download_s3(url, dest, settings)

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from stacdrop.errors import ConfigError
 
@@ -124,7 +124,11 @@ class Settings(BaseModel):
     aws_endpoint_url: str | None = None
     store_acl: str | None = Field(default=None, description="S3 store: canned ACL of stored COGs, e.g. public-read")
     max_source_bytes: int = Field(default=200 << 30, gt=0, description="Largest source fetched from a URL")
-    allowed_hosts: list[str] = Field(default_factory=list, description="Hosts URL sources may be fetched from")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts URL sources may be fetched from, whatever they resolve to: 'host' (every port) or "
+        "'host:port' ('[IPv6]:port'); empty: any host whose addresses are all public (docs/security.md)",
+    )
     catalog_dsn: SecretStr | None = Field(
         default=None,
         description="stacdrop backup/restore: libpq URL of the pgstac database (the STAC API's, not the ledger); "
@@ -134,6 +138,16 @@ class Settings(BaseModel):
     backup_keep: int = Field(default=30, ge=1, description="stacdrop backup: archives kept, older ones pruned")
     collection_defaults: CollectionSettings = Field(default_factory=CollectionSettings)
     collections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts_parse(cls, entries: list[str]) -> list[str]:
+        if entries:  # the parser of stacdrop.urls, so an entry means what the URL policy will match
+            from stacdrop.urls import parse_allowed_host  # noqa: PLC0415 - only deployments that list hosts
+
+            for entry in entries:
+                parse_allowed_host(entry)  # ValueError naming the entry
+        return entries
 
     def collection(self, collection_id: str) -> CollectionSettings:
         """The effective settings of one collection: its own table over the defaults."""

@@ -98,6 +98,28 @@ class SourceNotFound(PermanentError):
     error_class = "source_not_found"
 
 
+class UnsafeURL(PermanentError):
+    """A source URL the URL policy refuses (stacdrop/urls.py): scheme, ambiguous authority, a host off
+    ``allowed_hosts``, an internal address; at any redirect hop. The message is redacted (no user info, no
+    query string)."""
+
+    error_class = "unsafe_url"
+
+
+class TooManyRedirects(PermanentError):
+    error_class = "source_error"
+
+
+class HostUnreachable(TransientError):
+    """No checked address of a source host accepted the connection, or it did not answer in time."""
+
+    error_class = "source_unavailable"
+
+    def __init__(self, message: str, *, reason: str = "", error_class: str | None = None) -> None:
+        super().__init__(message, error_class=error_class)
+        self.reason = reason or message  # without the URL, for a caller that names it itself
+
+
 class ConfigError(PermanentError):
     error_class = "config"
 

@@ -3,9 +3,10 @@
 Everything that can be known before the work starts is checked before a job exists, each failure a 4xx
 naming the field or URL and the reason: the sidecar fields (the same parser as sidecar files), the
 collection (it must exist in the catalog or be allowed to be created, as the publisher decides), the URL
-(``check_source_url``: scheme, ``allowed_hosts``, no internal addresses, every redirect hop) and the
-source itself (a HEAD: 404 means no job). The HEAD also gives the content key (ETag, else size and
-Last-Modified), so submitting the same file with the same fields twice returns the first job.
+(``check_source_url``: scheme, ``allowed_hosts``, no internal addresses, no ambiguous authority) and the
+source itself (a HEAD through ``open_source_url``, the processor's own client: every redirect hop checked,
+connections pinned to the checked addresses; 404 means no job). The HEAD also gives the content key (ETag,
+else size and Last-Modified), so submitting the same file with the same fields twice returns the first job.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import HTTPException
 
 from stacdrop.api.deps import ApiState
 from stacdrop.config import Settings
-from stacdrop.errors import StacdropError
+from stacdrop.errors import HostUnreachable, StacdropError
 from stacdrop.messages import Priority, Source
 from stacdrop.sidecar import check_id, sidecar_from_dict
-from stacdrop.urls import check_source_url, redact_url
+from stacdrop.urls import check_source_url, open_source_url, redact_url
 
 HEAD_TIMEOUT = (5, 15)  # connect, read
-MAX_REDIRECTS = 5
 
 
 @dataclass
@@ -47,44 +47,43 @@ def _unreachable(url: str, why: str) -> HTTPException:
 
 
 def head_source(url: str, settings: Settings) -> SourceHead:
-    """HEAD the source (checking every redirect hop). Raises HTTPException 422 (missing, forbidden, unsafe,
-    too large) or 502 (the source's host is down: the caller may retry)."""
+    """HEAD the source through the one HTTP client of source URLs (``open_source_url``: every hop checked,
+    connections pinned to checked addresses). Raises HTTPException 422 (missing, forbidden, unsafe, too
+    large) or 502 (the source's host is down: the caller may retry)."""
     if url.startswith("s3://"):
         return _head_s3(url, settings)
     import requests  # noqa: PLC0415
 
-    target = url
-    with requests.Session() as session:
-        session.trust_env = False  # no proxy from the environment: the host checked is the host reached
-        for _hop in range(MAX_REDIRECTS + 1):
-            _check_url(target, settings)
-            try:
-                resp = session.head(target, allow_redirects=False, timeout=HEAD_TIMEOUT)
-                if resp.status_code in (405, 501):  # a server without HEAD: the headers of a GET, no body
-                    resp = session.get(target, allow_redirects=False, timeout=HEAD_TIMEOUT, stream=True)
-                    resp.close()
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise _unreachable(target, f"cannot reach the host ({type(exc).__name__})") from None
-            except requests.RequestException as exc:
-                raise HTTPException(422, f"source {redact_url(target)}: {type(exc).__name__}") from None
-            if resp.is_redirect:
-                target = urljoin(target, resp.headers["Location"])
-                continue
-            status = resp.status_code
-            shown = redact_url(target)
-            if status in (404, 410):
-                raise HTTPException(422, f"source {shown} not found (HTTP {status})")
-            if status in (401, 403):
-                raise HTTPException(422, f"source {shown}: access denied (HTTP {status})")
-            if status >= 500 or status in (408, 429):
-                raise _unreachable(target, f"HTTP {status}")
-            if status >= 400:
-                raise HTTPException(422, f"source {shown}: HTTP {status}")
-            length = resp.headers.get("Content-Length")
-            size = int(length) if length and length.isdigit() else None
-            return SourceHead(size=size, content_key=_content_key(resp.headers.get("ETag"), size,
-                                                                  resp.headers.get("Last-Modified")))
-    raise HTTPException(422, f"source {redact_url(url)}: more than {MAX_REDIRECTS} redirects")
+    try:
+        with open_source_url(url, settings, "HEAD", timeout=HEAD_TIMEOUT) as resp:
+            if resp.status_code not in (405, 501):
+                return _judge_head(resp)
+        # A server without HEAD: the headers of a GET, no body.
+        with open_source_url(url, settings, "GET", timeout=HEAD_TIMEOUT, stream=True) as resp:
+            return _judge_head(resp)
+    except HostUnreachable as exc:
+        raise _unreachable(url, exc.reason) from None
+    except StacdropError as exc:  # UnsafeURL at some hop, TooManyRedirects
+        raise HTTPException(422, f"source URL refused: {exc}") from None
+    except requests.RequestException as exc:
+        raise HTTPException(422, f"source {redact_url(url)}: {type(exc).__name__}") from None
+
+
+def _judge_head(resp: Any) -> SourceHead:
+    status = resp.status_code
+    shown = redact_url(resp.url)
+    if status in (404, 410):
+        raise HTTPException(422, f"source {shown} not found (HTTP {status})")
+    if status in (401, 403):
+        raise HTTPException(422, f"source {shown}: access denied (HTTP {status})")
+    if status >= 500 or status in (408, 429):
+        raise _unreachable(resp.url, f"HTTP {status}")
+    if status >= 400:
+        raise HTTPException(422, f"source {shown}: HTTP {status}")
+    length = resp.headers.get("Content-Length")
+    size = int(length) if length and length.isdigit() else None
+    return SourceHead(size=size, content_key=_content_key(resp.headers.get("ETag"), size,
+                                                          resp.headers.get("Last-Modified")))
 
 
 def _head_s3(url: str, settings: Settings) -> SourceHead:
