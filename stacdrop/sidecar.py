@@ -241,7 +241,9 @@ def _sidecar_from_checked(data: dict[str, Any], source: str, settings: Settings 
     unknown = [name for name in data if ALIASES.get(name, name) not in KNOWN_FIELDS and name not in IGNORED_FIELDS]
     keep_unknown = bool(unknown) and extra_fields_policy(data, settings, collection) == "properties"
     if unknown and not keep_unknown:
-        names = ", ".join(shown(n, 40) for n in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        names = ", ".join(shown(n, 40) for n in unknown[:10])
+        if len(unknown) > 10:
+            names += f" and {len(unknown) - 10} more"
         raise InvalidSidecar(
             f"{source}: unknown top-level field{'s' if len(unknown) > 1 else ''} {names}; allowed: "
             f"{', '.join(ALLOWED_FIELDS)}. Put item properties under \"properties\" (or set "
@@ -308,7 +310,7 @@ class SidecarDocument:
     symlinked secret, a binary) and it would be copied into the ledger, the messages and the dead letters."""
 
     name: str
-    size: int
+    size: int | None  # None: not read at all (outside the inbox, not a regular file)
     sha256: str | None
     text: str | None = None
     error_class: str | None = None
@@ -320,7 +322,7 @@ class SidecarDocument:
         return cls(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(), text=text)
 
     @classmethod
-    def refused(cls, name: str, exc: InvalidSidecar | Exception, *, size: int = 0, sha256: str | None = None,
+    def refused(cls, name: str, exc: Exception, *, size: int | None = None, sha256: str | None = None,
                 error_class: str | None = None) -> SidecarDocument:
         return cls(name=name, size=size, sha256=sha256, error=str(exc),
                    error_class=error_class or getattr(exc, "error_class", InvalidSidecar.error_class))

@@ -30,7 +30,8 @@ class RecordingIntake:
 
     def submit_raster(self, *, source, collection, sidecar, origin, priority, refused=None) -> tuple[str, bool]:  # noqa: ANN001, E501
         with self.lock:
-            self.rasters.append(dict(source=source, collection=collection, sidecar_text=sidecar.text if sidecar else None,
+            self.rasters.append(dict(source=source, collection=collection,
+                                     sidecar_text=sidecar.text if sidecar else None,
                                      sidecar_name=sidecar.name if sidecar else None,
                                      sidecar_error=sidecar.error if sidecar else None, priority=priority))
             return f"job{len(self.rasters)}", True

@@ -58,7 +58,8 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
     "year-10000-in-utc": (b'{"datetime": "9999-12-31T23:00:00-05:00"}', "is out of range: in UTC it falls outside"),
     "year-0-in-utc": (b'{"datetime": "0001-01-01T00:00:00+01:00"}', "is out of range"),
     "year-0": (b'{"datetime": "0000-01-01"}', "'0000-01-01' is not a date or an RFC 3339 datetime"),
-    "unknown-field": (b'{"id": "u", "datetime": "2020-01-01", "variable": "tas"}', "unknown top-level field 'variable'"),
+    "unknown-field": (b'{"id": "u", "datetime": "2020-01-01", "variable": "tas"}',
+                      "unknown top-level field 'variable'"),
 }
 
 
