@@ -1,6 +1,8 @@
 """Bring a source to a local path the converter can read.
 
-- a local absolute path (or ``file://``): used in place, nothing to clean up;
+- a local absolute path (or ``file://``): used in place, nothing to clean up, and only when its real path
+  is inside the local inbox of the settings (``stacdrop.containment``: a message naming a file elsewhere,
+  or a symlink leading out, is ``OutsideInbox``, whoever wrote the message);
 - ``s3://bucket/key``: GET from the configured S3 endpoint, streamed to a temporary file in the workdir;
 - ``http(s)://``: streamed the same way through ``stacdrop.urls.open_source_url``, the one HTTP client of
   source URLs (shared with the API's HEAD): every hop checked and its connection pinned to a checked address.
@@ -28,7 +30,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from stacdrop.errors import ConfigError, HostUnreachable, PermanentError, SourceNotFound, TransientError
+from stacdrop.containment import local_inbox_root, open_inbox_file
+from stacdrop.errors import (
+    ConfigError, HostUnreachable, OutsideInbox, PermanentError, SourceNotFound, TransientError,
+)
 from stacdrop.urls import check_source_url, open_source_url, parse_source_url, redact_url
 
 ATTEMPTS = 3
@@ -178,8 +183,9 @@ def _download_http(url: str, dest: Path, settings: Any) -> None:
 
 
 @contextmanager
-def fetch_source(url: str, workdir: Path, settings: Any = None) -> Iterator[str]:
-    """Yield a local path for ``url`` (see the module docstring). A downloaded copy is removed after."""
+def fetch_source(url: str, workdir: Path, settings: Any = None, *, name: str | None = None) -> Iterator[str]:
+    """Yield a local path for ``url`` (see the module docstring). A downloaded copy is removed after.
+    ``name`` (the inbox-relative key) is what errors about a local file name."""
     if url.startswith(("s3://", "http://", "https://")):
         if settings is None:
             raise ConfigError(f"{redact_url(url)}: sources by URL need the settings (allowed_hosts, S3)")
@@ -210,8 +216,18 @@ def fetch_source(url: str, workdir: Path, settings: Any = None) -> Iterator[str]
         path = url
     if not os.path.isabs(path):
         raise ConfigError(f"{url}: a local source must be an absolute path")
-    if not os.path.exists(path):
-        raise SourceNotFound(f"{url}: source file not found (moved or deleted before processing)")
-    if not os.path.isfile(path):
-        raise SourceNotFound(f"{url}: source is not a regular file")
-    yield path
+    shown = name or url
+    if settings is None:
+        raise ConfigError(f"{shown}: local sources need the settings (the inbox they must be inside)")
+    root = local_inbox_root(settings)
+    if root is None:
+        raise OutsideInbox(f"{shown}: refused: a local file, but the inbox is not a local folder ({settings.inbox})")
+    try:
+        fd, real = open_inbox_file(root, path, shown)
+    except FileNotFoundError:
+        raise SourceNotFound(f"{shown}: source file not found (moved or deleted before processing)") from None
+    # The descriptor stays open while the file is converted: the checked inode cannot be freed and reused.
+    try:
+        yield real
+    finally:
+        os.close(fd)

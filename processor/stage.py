@@ -1,7 +1,7 @@
 """The processor stage: one IngestRequest in, one RasterReady out.
 
-Bad input fails fast and permanently (sidecar first, then a cheap validation, before any conversion);
-failures of our own (disk, a COG that does not read back) are transient.
+Bad input fails fast and permanently (a refusal the intake recorded, the sidecar, then a cheap validation,
+before any conversion); failures of our own (disk, a COG that does not read back) are transient.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stacdrop.config import CollectionSettings, Settings
-from stacdrop.errors import DiskFull, InvalidSidecar, MissingSidecar, NameTooLong
+from stacdrop.errors import DiskFull, InvalidSidecar, MissingSidecar, NameTooLong, permanent_error
 from stacdrop.messages import IngestRequest, RasterReady
 from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
 
@@ -63,11 +63,16 @@ def process_raster(
     key = request.source.key
     filename = posixpath.basename(key)
 
+    # (0) what the intake refused (a file outside the inbox, an invalid sidecar): fail at once, read nothing
+    if request.refused is not None:
+        raise permanent_error(request.refused.error_class, request.refused.error)
+
     # (1) sidecar, before any I/O on the raster
     sidecar: Sidecar | None = None
     sidecar_name = request.sidecar_name
     if request.sidecar_text is None and sidecar_name:
-        # The watcher found a sidecar but could not decode it: never fall back to key-only metadata.
+        # A sidecar without its text (messages of older versions for a sidecar that was not UTF-8): never
+        # fall back to key-only metadata.
         raise InvalidSidecar(f"{sidecar_name}: the sidecar is not valid UTF-8 text")
     if request.sidecar_text is None:
         if not settings.collection(request.collection).allow_key_only:
@@ -77,7 +82,7 @@ def process_raster(
             )
     else:
         sidecar_name = sidecar_name or expected_sidecar_name(key)
-        sidecar = parse_sidecar(request.sidecar_text, sidecar_name)
+        sidecar = parse_sidecar(request.sidecar_text, sidecar_name, settings, request.collection)
     collection = (sidecar.collection if sidecar else None) or request.collection
     if not collection:
         raise InvalidSidecar(
@@ -132,7 +137,7 @@ def _process(request: IngestRequest, settings: Settings, store: Store, workdir: 
              on_step: Callable[[str], None], key: str, filename: str, sidecar: Sidecar | None,
              sidecar_name: str | None, collection: str, coll: CollectionSettings, cog_key: str) -> RasterReady:
     on_step("fetch")
-    with fetch_source(request.source.url, workdir, settings) as local:
+    with fetch_source(request.source.url, workdir, settings, name=key) as local:
         on_step("validate")
         validate_input(local, key, coll)
 

@@ -42,6 +42,11 @@ class CollectionSettings(BaseModel):
     create_if_missing: bool = Field(default=False, description="Create the collection when an item needs it")
     store_key: str = Field(default="{collection}/{filename}", description="Store key template for the COG")
     properties: dict[str, Any] = Field(default_factory=dict, description="Default item properties")
+    sidecar_extra_fields: Literal["reject", "properties"] = Field(
+        default="reject",
+        description="Unknown top-level sidecar fields: 'reject' (an invalid_sidecar error naming them) or "
+        "'properties' (the old behaviour: they become item properties)",
+    )
     # Resource limits, checked before any conversion work (processor.limits). Their home is here, not in
     # Settings, so one table holds both the default and the per-collection override:
     # [collection_defaults] max_bands = 2000 raises it for all, [collections.X] max_bands = 5000 for one.
@@ -74,6 +79,9 @@ class Settings(BaseModel):
     public_url: str | None = Field(default=None, description="Asset href template, e.g. https://host/bucket/{key}")
     sidecar_wait: float = Field(default=30.0, description="Seconds a raster waits for its sidecar")
     settle_time: float = Field(default=1.0, description="Seconds a file's size and mtime must hold still")
+    max_sidecar_bytes: int = Field(
+        default=1 << 20, gt=0, description="Largest sidecar read (local and S3 inboxes); larger ones are invalid"
+    )
     rescan_interval: float = Field(default=300.0, description="Full inbox rescan period (safety net), 0 = off")
     reconcile_interval: float = Field(
         default=600.0, ge=0, description="S3 inbox: list the prefix and compare with the ledger every N seconds, 0 = off"

@@ -75,7 +75,22 @@ class DiskFull(TransientError):
 
 
 class InvalidSidecar(PermanentError):
+    """A sidecar (or an HTTP submission's fields) that is not a valid sidecar: syntax, depth, size, encoding,
+    values JSON cannot carry, unknown fields, bad ids or datetimes. The message never holds its content."""
+
     error_class = "invalid_sidecar"
+
+
+class OutsideInbox(PermanentError):
+    """A raster or sidecar whose real path leads out of the inbox (a symlink, or a symlinked folder)."""
+
+    error_class = "outside_inbox"
+
+
+class NotRegularFile(PermanentError):
+    """An inbox entry that is not a regular file (a FIFO, a device): reading it could block or never end."""
+
+    error_class = "not_regular_file"
 
 
 class MissingSidecar(PermanentError):
@@ -141,6 +156,14 @@ class ClaimedElsewhere(TransientError):
 class CatalogUnavailable(TransientError):
     error_class = "catalog_unavailable"
     dependency = "stac_api"
+
+
+def permanent_error(error_class: str, message: str) -> PermanentError:
+    """The permanent error of this class (a refusal recorded on a message, raised again by the stage)."""
+    for cls in (InvalidSidecar, OutsideInbox, NotRegularFile, MissingSidecar, InvalidRaster):
+        if cls.error_class == error_class:
+            return cls(message)
+    return PermanentError(message, error_class=error_class)
 
 
 def classify(exc: BaseException) -> tuple[str, bool]:

@@ -29,7 +29,7 @@ def explain_file(path: str, settings: Settings) -> DerivedItem:
     sidecar_name = None
     if sidecar_path.exists():
         sidecar_name = inbox_key(sidecar_path, Path(settings.inbox))
-        sidecar = parse_sidecar(sidecar_path.read_text(encoding="utf-8"), sidecar_name)
+        sidecar = parse_sidecar(sidecar_path.read_bytes(), sidecar_name, settings, collection)
         collection = sidecar.collection or collection
     size = file.stat().st_size
     ready = RasterReady(
@@ -57,7 +57,7 @@ def explain_key(key: str, collection: str, settings: Settings, sidecar_text: str
     that produced it. Raster-derived fields are listed under ``needs_raster``. Raises the derivation's
     errors (InvalidItem, InvalidSidecar, ConfigError) naming the key."""
     source_key = f"{collection}/{key.lstrip('/')}"
-    sidecar = parse_sidecar(sidecar_text, "sidecar") if sidecar_text else None
+    sidecar = parse_sidecar(sidecar_text, "sidecar", settings, collection) if sidecar_text else None
     # A one-pixel stand-in for the raster; its only tag marks a datetime that would come from the file's tags.
     raster = RasterMetadata(width=1, height=1, count=1, crs_epsg=4326, transform=[1, 0, 0, 0, -1, 1],
                             bounds=[0, 0, 1, 1], bands=[BandMetadata(data_type="uint8")],

@@ -21,8 +21,10 @@ from stacdrop.messages import (
     CollectionUpdate,
     Envelope,
     IngestRequest,
+    Refusal,
     Source,
 )
+from stacdrop.sidecar import SidecarDocument
 
 log = structlog.get_logger("stacdrop.intake")
 COLLECTION_PRIORITY = 9
@@ -42,21 +44,28 @@ class Intake:
         *,
         source: Source,
         collection: str,
-        sidecar_text: str | None,
-        sidecar_name: str | None,
+        sidecar: SidecarDocument | None,
         origin: str,
         priority: int,
         params: dict[str, Any] | None = None,
+        refused: Refusal | None = None,
     ) -> tuple[str, bool]:
         """Create the job and enqueue it: ``(job id, True)``. When this exact content was already submitted,
-        ``(the existing job's id, False)`` and nothing is enqueued (the HTTP API answers with that job)."""
-        sidecar_sha = sha256_text(sidecar_text)
+        ``(the existing job's id, False)`` and nothing is enqueued (the HTTP API answers with that job).
+
+        ``refused`` (a raster outside the inbox), or a sidecar that was judged invalid, makes a job that the
+        processor fails at once with that reason; an invalid sidecar's text is not carried (only its size,
+        sha256 and the reason)."""
+        if refused is None and sidecar is not None and sidecar.error is not None:
+            refused = Refusal(error_class=sidecar.error_class or "invalid_sidecar", error=sidecar.error)
         body = IngestRequest(
-            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
-            sidecar_sha256=sidecar_sha,
+            source=source, collection=collection, sidecar_text=sidecar.text if sidecar else None,
+            sidecar_name=sidecar.name if sidecar else None, sidecar_sha256=sidecar.sha256 if sidecar else None,
+            sidecar_size=sidecar.size if sidecar else None, refused=refused,
         )
+        sidecar_key = (sidecar.sha256 or f"unread-{sidecar.size}") if sidecar else "-"
         return self._submit(
-            kind="raster", body=body, queue=PROCESS_QUEUE, content_key=f"{source.content_key}+{sidecar_sha or '-'}",
+            kind="raster", body=body, queue=PROCESS_QUEUE, content_key=f"{source.content_key}+{sidecar_key}",
             collection=collection, origin=origin, priority=priority, params=params,
         )
 

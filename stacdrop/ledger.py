@@ -11,6 +11,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from stacdrop.messages import utcnow
+from stacdrop.private_files import create_private_file, open_private_file, private_dir, sqlite_path
 
 metadata = sa.MetaData()
 
@@ -240,9 +242,9 @@ class Ledger:
         self.url = normalise_db_url(url)
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
-            db_path = self.url.split(":///", 1)[-1]
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            db_file = sqlite_path(self.url)
+            if db_file is not None:
+                create_private_file(db_file)  # 0600 before SQLite opens it; its -wal and -shm follow
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = sa.create_engine(self.url, future=True, pool_pre_ping=True, **kwargs)
         if self.url.startswith("sqlite"):
@@ -528,8 +530,8 @@ class Ledger:
                 yield
             return
         folder = Path(db_path).parent / f"{Path(db_path).name}.locks"
-        folder.mkdir(exist_ok=True)
-        with open(folder / f"{key & 0xFFFFFFFF:08x}.lock", "a") as handle:
+        private_dir(folder)
+        with os.fdopen(open_private_file(folder / f"{key & 0xFFFFFFFF:08x}.lock"), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -44,15 +44,28 @@ class Source(BaseModel):
     content_key: str = Field(description="sha256 of the bytes (local) or the ETag (S3): what dedup compares")
 
 
+class Refusal(BaseModel):
+    """Why the intake refused a job's input before anything else read it: a file outside the inbox, an
+    invalid sidecar. The processor fails the job with it on the first attempt."""
+
+    error_class: str
+    error: str = Field(description="One line naming the file and the reason; never the file's content")
+
+
 class IngestRequest(BaseModel):
     """A raster to convert and store. Emitted by the watcher or the HTTP API."""
 
     kind: Literal["ingest"] = "ingest"
     source: Source
     collection: str = Field(description="Collection id from the inbox layout; the sidecar may override it")
-    sidecar_text: str | None = Field(default=None, description="Raw sidecar JSON, parsed by the processor")
+    sidecar_text: str | None = Field(
+        default=None, description="The sidecar JSON, parsed again by the processor; only a valid sidecar's text "
+        "travels (an invalid one's could be anything: see ``refused``)",
+    )
     sidecar_name: str | None = Field(default=None, description="Sidecar file name or URL, for error messages")
     sidecar_sha256: str | None = None
+    sidecar_size: int | None = None
+    refused: Refusal | None = None
 
 
 class BandMetadata(BaseModel):

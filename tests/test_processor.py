@@ -61,9 +61,15 @@ def run(env, path: Path, *, collection="coll", sidecar: str | None = SIDECAR, se
         sidecar_text=sidecar,
         sidecar_name=None if sidecar is None else key.rsplit(".", 1)[0] + ".json",
     )
-    settings = settings or Settings(store=str(env["store"].root))
+    settings = in_inbox(settings or Settings(store=str(env["store"].root)), env["tmp"])
     on_step = steps.append if steps is not None else (lambda step: None)
     return process_raster(request, settings, env["store"], workdir=env["work"], on_step=on_step)
+
+
+def in_inbox(settings: Settings, root: Path) -> Settings:
+    """The test's folder is the inbox (the processor reads local files only inside the inbox), unless the
+    test chose one."""
+    return settings if "inbox" in settings.model_fields_set else settings.model_copy(update={"inbox": str(root)})
 
 
 def assert_clean(env):

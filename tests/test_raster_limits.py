@@ -27,6 +27,7 @@ from stacdrop.config import CollectionSettings, Settings
 from stacdrop.errors import DiskFull, NameTooLong, RasterTooLarge, SuspiciousRaster
 from stacdrop.messages import IngestRequest, Source
 from tests.rasters import write_geotiff
+from tests.test_processor import in_inbox
 
 SIDECAR = json.dumps({"id": "item-1", "datetime": "2020-01-01"})
 
@@ -70,7 +71,7 @@ def _run(tmp_path: Path, path: Path, settings: Settings | None = None, key: str 
     key = key or f"coll/{path.name}"
     request = IngestRequest(source=Source(url=str(path), key=key, content_key="x"), collection="coll",
                             sidecar_text=SIDECAR, sidecar_name=key.rsplit(".", 1)[0] + ".json")
-    settings = settings or Settings(store=str(store.root))
+    settings = in_inbox(settings or Settings(store=str(store.root)), tmp_path)
     return process_raster(request, settings, store, workdir=tmp_path / "work")
 
 

@@ -28,10 +28,12 @@ class RecordingIntake:
         self.fingerprints: dict[str, str] = {}
         self.lock = threading.Lock()
 
-    def submit_raster(self, *, source, collection, sidecar_text, sidecar_name, origin, priority) -> tuple[str, bool]:  # noqa: ANN001, E501
+    def submit_raster(self, *, source, collection, sidecar, origin, priority, refused=None) -> tuple[str, bool]:  # noqa: ANN001, E501
         with self.lock:
-            self.rasters.append(dict(source=source, collection=collection, sidecar_text=sidecar_text,
-                                     sidecar_name=sidecar_name, priority=priority))
+            self.rasters.append(dict(source=source, collection=collection,
+                                     sidecar_text=sidecar.text if sidecar else None,
+                                     sidecar_name=sidecar.name if sidecar else None,
+                                     sidecar_error=sidecar.error if sidecar else None, priority=priority))
             return f"job{len(self.rasters)}", True
 
     def submit_collection(self, *, source, collection, text, origin) -> str:  # noqa: ANN001

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from stacdrop.config import Settings
-from stacdrop.messages import Priority, Source
-from watcher.inbox import LocalInbox, decode_sidecar
+from stacdrop.messages import Priority, Refusal, Source
+from stacdrop.sidecar import SidecarDocument, sidecar_document
+from watcher.inbox import LocalInbox
 from watcher.naming import classify, collection_of, is_ignored, stem
 from watcher.pairing import EmitCollection, EmitRaster, Pairer
 
@@ -150,10 +151,12 @@ def test_collection_and_ignored() -> None:
     assert p.due(1) == []
 
 
-def test_decode_sidecar() -> None:
-    assert decode_sidecar(b'\xef\xbb\xbf{"id": "x"}', "c/a.json") == '{"id": "x"}'
-    assert decode_sidecar('{"title": "été"}'.encode(), "c/a.json") == '{"title": "été"}'
-    assert decode_sidecar(b'{"title": "\xe9t\xe9"}', "c/a.json") is None  # latin-1: the processor fails it
+def test_sidecar_document() -> None:
+    assert sidecar_document(b'\xef\xbb\xbf{"id": "x"}', "c/a.json", None, "c").text == '{"id": "x"}'
+    assert sidecar_document('{"title": "été"}'.encode(), "c/a.json", None, "c").text == '{"title": "été"}'
+    latin1 = sidecar_document(b'{"title": "\xe9t\xe9"}', "c/a.json", None, "c")  # the processor fails it
+    assert latin1.text is None and latin1.error_class == "invalid_sidecar" and "not UTF-8" in latin1.error
+    assert latin1.size == 16 and latin1.sha256 == hashlib.sha256(b'{"title": "\xe9t\xe9"}').hexdigest()
 
 
 # ---------------------------------------------------------------------------- local inbox
@@ -170,16 +173,18 @@ class RecordingIntake:
     seen: set[tuple[Any, ...]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def submit_raster(self, *, source: Source, collection: str, sidecar_text: str | None,
-                      sidecar_name: str | None, origin: str, priority: int) -> tuple[str, bool]:
+    def submit_raster(self, *, source: Source, collection: str, sidecar: SidecarDocument | None, origin: str,
+                      priority: int, refused: Refusal | None = None) -> tuple[str, bool]:
         if source.key in self.fail_keys:
             self.fail_keys.discard(source.key)
             raise RuntimeError("intake exploded")
         with self.lock:
-            self.rasters.append(dict(source=source, collection=collection, sidecar_text=sidecar_text,
-                                     sidecar_name=sidecar_name, origin=origin, priority=priority))
-            sha = hashlib.sha256(sidecar_text.encode()).hexdigest() if sidecar_text is not None else None
-            dedup = (source.key, source.content_key, sha)
+            self.rasters.append(dict(source=source, collection=collection,
+                                     sidecar_text=sidecar.text if sidecar else None,
+                                     sidecar_name=sidecar.name if sidecar else None,
+                                     sidecar_error=sidecar.error if sidecar else None,
+                                     refused=refused, origin=origin, priority=priority))
+            dedup = (source.key, source.content_key, sidecar.sha256 if sidecar else None)
             if dedup in self.seen:
                 return "job-earlier", False
             self.seen.add(dedup)
@@ -374,11 +379,11 @@ def test_changed_sidecar_while_running(inbox_dir: Path, run_inbox: Callable[...,
     run_inbox(inbox_dir, intake)
     (inbox_dir / "c").mkdir()
     (inbox_dir / "c" / "a.tif").write_bytes(b"A" * 100)
-    (inbox_dir / "c" / "a.json").write_text('{"v": 1}')
+    (inbox_dir / "c" / "a.json").write_text('{"title": "1"}')
     wait_for(lambda: intake.keys())
-    (inbox_dir / "c" / "a.json").write_text('{"v": 2}')
+    (inbox_dir / "c" / "a.json").write_text('{"title": "2"}')
     wait_for(lambda: len(intake.rasters) == 2)
-    assert [r["sidecar_text"] for r in intake.rasters] == ['{"v": 1}', '{"v": 2}']
+    assert [r["sidecar_text"] for r in intake.rasters] == ['{"title": "1"}', '{"title": "2"}']
     assert intake.rasters[0]["source"].content_key == intake.rasters[1]["source"].content_key
 
 
@@ -390,7 +395,7 @@ def test_undecodable_sidecar_passes_name_without_text(inbox_dir: Path, run_inbox
     (inbox_dir / "c" / "a.tif").write_bytes(b"A")
     wait_for(lambda: intake.keys())
     assert intake.rasters[0]["sidecar_name"] == "c/a.json"
-    assert intake.rasters[0]["sidecar_text"] is None
+    assert intake.rasters[0]["sidecar_text"] is None and "not UTF-8" in intake.rasters[0]["sidecar_error"]
 
 
 def test_error_on_one_file_does_not_stop_the_watcher(inbox_dir: Path, run_inbox: Callable[..., Running]) -> None:

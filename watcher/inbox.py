@@ -13,9 +13,12 @@
    a submission that fails (broker or ledger down) is retried with backoff until it goes through;
 5. never dies because of one file: errors are logged with the file and the loop goes on.
 
-Sidecar text is decoded as UTF-8 (a BOM is dropped). A sidecar that is not valid UTF-8 is submitted as
-``sidecar_text=None`` with its ``sidecar_name`` set: the processor must fail such a job as an invalid
-sidecar (a name without text means "present but unreadable"), never treat it as key-only.
+Rasters and sidecars are read only when their real path is inside the inbox (``stacdrop.containment``):
+one outside it (a symlink, a symlinked folder) is submitted unread, as a job the processor fails at once
+(``outside_inbox``). Sidecars are read up to ``max_sidecar_bytes`` and judged here by the one sidecar
+parser (``stacdrop.sidecar.sidecar_document``): an invalid one makes a job that fails at once as
+``invalid_sidecar`` with the reason, carrying the sidecar's size and sha256 but never its text; never a
+key-only item. Symlinked folders are not descended into (a scan reports those that lead outside).
 Files directly in the inbox root have no collection folder: they are submitted with ``collection=""``.
 """
 
@@ -47,7 +50,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from stacdrop.config import Settings
-from stacdrop.messages import Priority, Source
+from stacdrop.containment import check_inside, open_inbox_file, read_limited
+from stacdrop.errors import NotRegularFile, OutsideInbox
+from stacdrop.messages import Priority, Refusal, Source
+from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
 from watcher.naming import classify, collection_of
 from watcher.pairing import Action, EmitCollection, EmitRaster, Pairer
 
@@ -55,6 +61,7 @@ log = structlog.get_logger("stacdrop.watcher")
 
 TICK = 0.1  # seconds between checks of settling files and sidecar deadlines
 CHUNK = 1 << 20  # hashing read size
+COLLECTION_MAX = 16 << 20  # bytes of a collection.json read; larger ones are ignored (and logged)
 ORIGIN = "inbox"
 WATCHED_EVENTS = [
     FileCreatedEvent,
@@ -73,8 +80,8 @@ class Intake(Protocol):
     """What the watcher needs of ``stacdrop.intake.Intake``."""
 
     def submit_raster(
-        self, *, source: Source, collection: str, sidecar_text: str | None, sidecar_name: str | None,
-        origin: str, priority: int,
+        self, *, source: Source, collection: str, sidecar: SidecarDocument | None, origin: str, priority: int,
+        refused: Refusal | None = None,
     ) -> tuple[str, bool]: ...
 
     def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None: ...
@@ -131,6 +138,7 @@ class LocalInbox:
         self._priority: dict[str, int] = {}  # how each known file was found
         self._stop = threading.Event()
         self._hashes: dict[str, tuple[Stat, str]] = {}  # worker only: raster key -> (stat, sha256)
+        self._reported: set[str] = set()  # symlinked folders already reported as leading outside
 
     # ------------------------------------------------------------------ main loop
 
@@ -304,6 +312,8 @@ class LocalInbox:
 
         for dirpath, dirnames, filenames in os.walk(top, onerror=onerror):
             dirnames[:] = [d for d in dirnames if not d.startswith((".", "~"))]
+            for name in dirnames:
+                self._report_symlinked_folder(os.path.join(dirpath, name))
             for name in filenames:
                 rel = self._rel(os.path.join(dirpath, name))
                 if rel is None or classify(rel) is None:
@@ -311,6 +321,20 @@ class LocalInbox:
                 found.add(rel)
                 self._guard("scan", rel, self._seen, rel, priority, now)
         return found
+
+    def _report_symlinked_folder(self, path: str) -> None:
+        """os.walk does not descend into symlinked folders, so their files are never read; say so once
+        for those that lead out of the inbox, naming the folder (not its target)."""
+        if not os.path.islink(path):
+            return
+        rel = self._rel(path)
+        if rel is None or rel in self._reported:
+            return
+        try:
+            check_inside(self.root, path, rel)
+        except OutsideInbox as exc:
+            self._reported.add(rel)
+            log.error("inbox folder refused", file=rel, error_class=exc.error_class, error=str(exc))
 
     def _rescan(self, priority: int) -> None:
         found = self._scan("", priority, self.clock())
@@ -356,59 +380,99 @@ class LocalInbox:
                         return
                     delay = min(delay * 2, 60.0)
 
-    def _sha256(self, path: Path) -> str:
+    def _sha256(self, fd: int) -> str:
         digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                if self._stop.is_set():
-                    raise _Stopped()
-                digest.update(chunk)
+        while chunk := os.read(fd, CHUNK):
+            if self._stop.is_set():
+                raise _Stopped()
+            digest.update(chunk)
         return digest.hexdigest()
+
+    def _read_sidecar(self, rel: str, collection: str) -> SidecarDocument:
+        """The sidecar judged (contained, at most max_sidecar_bytes read). FileNotFoundError when gone."""
+        try:
+            fd, _real = open_inbox_file(self.root, self._path(rel), rel)
+        except (OutsideInbox, NotRegularFile) as exc:
+            return SidecarDocument.refused(rel, exc)
+        try:
+            size = os.fstat(fd).st_size
+            limit = int(self.settings.max_sidecar_bytes)
+            if size > limit:  # not read at all
+                return SidecarDocument.refused(rel, too_large(rel, size, limit), size=size)
+            data = read_limited(fd, limit)
+        finally:
+            os.close(fd)
+        return sidecar_document(data, rel, self.settings, collection)
 
     def _submit_raster(self, raster: str, sidecar: str | None, priority: int) -> None:
         path = self._path(raster)
         st = os.stat(path)
         fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
-        sidecar_text: str | None = None
-        sidecar_name: str | None = None
         if sidecar is not None:
-            spath = self._path(sidecar)
             try:
-                sst = os.stat(spath)
-                data = spath.read_bytes()
+                sst = os.stat(self._path(sidecar))
             except FileNotFoundError:
                 log.warning("sidecar gone before submission, submitting the raster alone", file=raster,
                             sidecar=sidecar)
+                sidecar = None
             else:
-                sidecar_name = sidecar
                 fingerprint += f"+{sst.st_size}:{sst.st_mtime_ns}"
-                sidecar_text = decode_sidecar(data, sidecar)
         if self.intake.fingerprint(raster) == fingerprint:
             log.debug("inbox file unchanged", file=raster)
             return
-        stat = (st.st_size, st.st_mtime_ns)
-        cached = self._hashes.get(raster)
-        if cached is not None and cached[0] == stat:
-            content_key = cached[1]  # only the sidecar changed
-        else:
-            content_key = self._sha256(path)
-            after = os.stat(path)
-            if (after.st_size, after.st_mtime_ns) != stat:
-                log.info("raster changed while hashing; waiting for it to settle again", file=raster)
-                self._events.put(_Failed(raster))
-                return
-            if len(self._hashes) >= 10_000:
-                self._hashes.clear()
-            self._hashes[raster] = (stat, content_key)
-        source = Source(url=str(path), key=raster, size=st.st_size, content_key=content_key)
         collection = collection_of(raster) or ""
+        document: SidecarDocument | None = None
+        if sidecar is not None:
+            try:
+                document = self._read_sidecar(sidecar, collection)
+            except FileNotFoundError:
+                log.warning("sidecar gone before submission, submitting the raster alone", file=raster,
+                            sidecar=sidecar)
+        stat = (st.st_size, st.st_mtime_ns)
+        refused: Refusal | None = None
+        try:
+            fd, _real = open_inbox_file(self.root, path, raster)
+        except (OutsideInbox, NotRegularFile) as exc:
+            # Not read, not hashed: the job only says why (the processor fails it on its first attempt).
+            refused = Refusal(error_class=exc.error_class, error=str(exc))
+            content_key = f"refused:{exc.error_class}"
+            log.error("inbox raster refused", file=raster, error_class=exc.error_class, error=str(exc))
+        else:
+            try:
+                content_key = self._content_key(raster, fd, stat)
+            finally:
+                os.close(fd)
+            if content_key is None:
+                return
+        source = Source(url=str(path), key=raster, size=st.st_size, content_key=content_key)
         job, new = self.intake.submit_raster(
-            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
-            origin=ORIGIN, priority=priority,
+            source=source, collection=collection, sidecar=document, origin=ORIGIN, priority=priority,
+            refused=refused,
         )
         self.intake.remember_fingerprint(raster, fingerprint)
         log.info("inbox raster submitted" if new else "inbox raster unchanged (duplicate)", file=raster,
-                 sidecar=sidecar_name, collection=collection, job_id=job, priority=priority)
+                 sidecar=document.name if document else None, collection=collection, job_id=job, priority=priority)
+
+    def _content_key(self, raster: str, fd: int, stat: Stat) -> str | None:
+        """sha256 of the raster read through ``fd``; None when it changed while being hashed (it is picked
+        up again once it settles)."""
+        cached = self._hashes.get(raster)
+        opened = os.fstat(fd)
+        if (opened.st_size, opened.st_mtime_ns) != stat:
+            self._events.put(_Failed(raster))
+            return None
+        if cached is not None and cached[0] == stat:
+            return cached[1]  # only the sidecar changed
+        content_key = self._sha256(fd)
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != stat:
+            log.info("raster changed while hashing; waiting for it to settle again", file=raster)
+            self._events.put(_Failed(raster))
+            return None
+        if len(self._hashes) >= 10_000:
+            self._hashes.clear()
+        self._hashes[raster] = (stat, content_key)
+        return content_key
 
     def _submit_collection(self, rel: str) -> None:
         path = self._path(rel)
@@ -417,7 +481,20 @@ class LocalInbox:
         if self.intake.fingerprint(rel) == fingerprint:
             log.debug("inbox file unchanged", file=rel)
             return
-        data = path.read_bytes()
+        try:
+            fd, _real = open_inbox_file(self.root, path, rel)
+        except (OutsideInbox, NotRegularFile) as exc:
+            log.error("inbox collection file refused", file=rel, error_class=exc.error_class, error=str(exc))
+            self.intake.remember_fingerprint(rel, fingerprint)
+            return
+        try:
+            data = read_limited(fd, COLLECTION_MAX)
+        finally:
+            os.close(fd)
+        if len(data) > COLLECTION_MAX:
+            log.error("collection file too large; ignored", file=rel, limit=COLLECTION_MAX)
+            self.intake.remember_fingerprint(rel, fingerprint)
+            return
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -430,11 +507,3 @@ class LocalInbox:
         log.info("inbox collection submitted" if job else "inbox collection unchanged", file=rel,
                  collection=collection, job_id=job)
 
-
-def decode_sidecar(data: bytes, name: str) -> str | None:
-    """Sidecar bytes as text (UTF-8, BOM dropped); None when not UTF-8 (the processor fails the job)."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        log.warning("sidecar is not valid UTF-8", file=name, error=str(exc))
-        return None

@@ -20,8 +20,9 @@ Threads:
 * **main loop**: feeds ``watcher.pairing.Pairer`` (the local inbox's pairing: sidecar in either order,
   ``sidecar_wait``, a rewritten sidecar re-emits its raster) and hands due pairs to the worker.
 * **worker**: skips a pair whose objects' fingerprints (``"<etag>:<size>"``, one per object, under the
-  key ``s3://bucket/<key>``) are those remembered; otherwise GETs the sidecar (size-limited, decoded like
-  the local inbox's: not UTF-8 -> ``sidecar_text=None``), submits through the intake, remembers the
+  key ``s3://bucket/<key>``) are those remembered; otherwise GETs the sidecar (at most ``max_sidecar_bytes``,
+  judged like the local inbox's by ``stacdrop.sidecar.sidecar_document``: an invalid one is carried as its
+  size, sha256 and reason only, and fails the job at once), submits through the intake, remembers the
   fingerprints. A failed submission is retried with backoff until it goes through.
 
 An event message is acked only once each of its records is settled: submitted (durably: job in the
@@ -46,7 +47,8 @@ import structlog
 from stacdrop.config import Settings
 from stacdrop.messages import Priority, Source
 from stacdrop.s3 import _credentials, parse_s3_url, s3_client
-from watcher.inbox import Intake, decode_sidecar
+from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
+from watcher.inbox import COLLECTION_MAX, Intake
 from watcher.naming import classify, collection_of, stem
 from watcher.pairing import EmitCollection, EmitRaster, Pairer
 from watcher.s3events import MalformedEvent, S3Event, parse_message, sequencer_newer
@@ -56,8 +58,6 @@ log = structlog.get_logger("stacdrop.watcher.s3")
 
 TICK = 0.1
 ORIGIN = "inbox"
-SIDECAR_MAX = 4 << 20  # bytes of a sidecar we read; larger ones are submitted as unreadable
-COLLECTION_MAX = 16 << 20
 AMQP_PREFETCH = 1000  # unacked events held at once (rasters wait up to sidecar_wait for their sidecar)
 LRU_SIZE = 100_000
 BACKLOG_MAX = 5000  # the reconciler waits while this much work is queued
@@ -631,11 +631,12 @@ class S3Inbox:
         ):
             log.debug("s3 object unchanged", file=raster.rel)
             return {o.rel: o for o in (raster, sidecar) if o is not None}
-        sidecar_text: str | None = None
-        sidecar_name: str | None = None
+        collection = collection_of(raster.rel) or ""
+        document: SidecarDocument | None = None
         if sidecar is not None:
+            limit = int(self.settings.max_sidecar_bytes)
             try:
-                data, sidecar = self._get(sidecar.rel, SIDECAR_MAX)
+                data, sidecar = self._get(sidecar.rel, limit)
             except Exception as exc:
                 if not _not_found(exc):
                     raise
@@ -643,24 +644,21 @@ class S3Inbox:
                             sidecar=action.sidecar)
                 sidecar = None
             else:
-                sidecar_name = sidecar.rel
-                if data is None:
-                    log.warning("sidecar too large; submitted as unreadable", file=sidecar.rel, size=sidecar.size,
-                                limit=SIDECAR_MAX)
+                if data is None:  # not read: larger than the limit
+                    document = SidecarDocument.refused(sidecar.rel, too_large(sidecar.rel, sidecar.size, limit),
+                                                       size=sidecar.size)
                 else:
-                    sidecar_text = decode_sidecar(data, sidecar.rel)
+                    document = sidecar_document(data, sidecar.rel, self.settings, collection)
         source = Source(url=f"s3://{self.bucket}/{self.key_of(raster.rel)}", key=raster.rel, size=raster.size,
                         content_key=raster.etag)
-        collection = collection_of(raster.rel) or ""
         job, new = self.intake.submit_raster(
-            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=sidecar_name,
-            origin=ORIGIN, priority=work.priority,
+            source=source, collection=collection, sidecar=document, origin=ORIGIN, priority=work.priority,
         )
         self.intake.remember_fingerprint(self.ns + raster.rel, raster.fingerprint)
         if sidecar is not None:
             self.intake.remember_fingerprint(self.ns + sidecar.rel, sidecar.fingerprint)
         log.info("s3 raster submitted" if new else "s3 raster unchanged (duplicate)", file=raster.rel,
-                 sidecar=sidecar_name, collection=collection, job_id=job, priority=work.priority)
+                 sidecar=document.name if document else None, collection=collection, job_id=job, priority=work.priority)
         return {o.rel: o for o in (raster, sidecar) if o is not None}
 
     def _submit_collection(self, work: _Work) -> dict[str, Obj]:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from stacdrop.api.auth import require_read, require_write
 from stacdrop.api.deps import ApiState, get_state
 from stacdrop.api.jobs import ERRORS, ErrorBody, decode_cursor, encode_cursor
-from stacdrop.api.submit import check_stac_server, key_for, submit_url
+from stacdrop.api.submit import JsonBodyRoute, check_stac_server, key_for, submit_url
 from stacdrop.ledger import FAILED, ORIGINAL_STEPS, PUBLISHED, SKIPPED, UNPUBLISHED, Job
 
 FINISHED = "PROCESS FINISHED"
@@ -79,7 +79,7 @@ def status_of(job: Job) -> dict[str, Any]:
             "_param": param, "_description": description}
 
 
-router = APIRouter(tags=["original system"], responses=ERRORS)
+router = APIRouter(tags=["original system"], responses=ERRORS, route_class=JsonBodyRoute)
 
 
 @router.post("/newitem", response_model=Received, dependencies=[Depends(require_write)],

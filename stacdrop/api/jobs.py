@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stacdrop.api.auth import require_read, require_write
 from stacdrop.api.deps import ApiState, get_state
-from stacdrop.api.submit import key_for, name_from_url, submit_url
+from stacdrop.api.submit import JsonBodyRoute, key_for, name_from_url, submit_url
 from stacdrop.bus.base import DeadLetter, DeadLetterFilter
 from stacdrop.deadletters import parse_since, replay_dead_letters
 from stacdrop.errors import StacdropError
 from stacdrop.ledger import Job
 from stacdrop.messages import utcnow
+from stacdrop.sidecar import shown
 
 
 class ErrorBody(BaseModel):
@@ -180,7 +181,8 @@ def _since(value: str | None, name: str = "since") -> datetime | None:
     try:
         return parse_since(value)
     except ValueError:
-        raise HTTPException(422, f"{name}: {value!r} is not a date, an ISO datetime or a duration like 2h") from None
+        raise HTTPException(422, f"{name}: {shown(value)} is not a date, an ISO datetime or a duration like 2h "
+                                 "(within the years 1 to 9999)") from None
 
 
 def encode_cursor(job: Job) -> str:
@@ -203,7 +205,7 @@ def _letter(d: DeadLetter) -> dict[str, Any]:
 
 
 read = APIRouter(dependencies=[Depends(require_read)], responses=ERRORS)
-write = APIRouter(dependencies=[Depends(require_write)], responses=ERRORS)
+write = APIRouter(dependencies=[Depends(require_write)], responses=ERRORS, route_class=JsonBodyRoute)
 
 
 @read.get("/jobs", response_model=JobList, tags=["jobs"])

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
 
 from stacdrop.api.deps import ApiState
 from stacdrop.config import Settings
 from stacdrop.errors import HostUnreachable, StacdropError
 from stacdrop.messages import Priority, Source
-from stacdrop.sidecar import check_id, sidecar_from_dict
+from stacdrop.sidecar import SidecarDocument, check_id, load_json, sidecar_from_dict
 from stacdrop.urls import check_source_url, open_source_url, redact_url
 
 HEAD_TIMEOUT = (5, 15)  # connect, read
@@ -40,6 +41,27 @@ class SourceHead:
 class Submitted:
     job_id: str
     new: bool
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose JSON request body is parsed by the sidecar rules first (``stacdrop.sidecar.load_json``):
+    nesting too deep, NaN/Infinity, lone surrogates, integers too long, bad UTF-8 are a 422 with a one-line
+    reason. FastAPI's own parser answers those with a 400 (or lets them through, to fail later as a 500)."""
+
+    def get_route_handler(self):  # noqa: ANN201 - Starlette's handler type
+        handle = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            body = await request.body()  # cached on the request: FastAPI reads the same bytes after us
+            content_type = request.headers.get("content-type", "")
+            if body and (not content_type or "json" in content_type):
+                try:
+                    load_json(body, "request body")
+                except StacdropError as exc:
+                    raise HTTPException(422, str(exc)) from None
+            return await handle(request)
+
+        return checked
 
 
 def _unreachable(url: str, why: str) -> HTTPException:
@@ -169,10 +191,10 @@ def _normalise_server(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
 
 
-def parse_fields(fields: dict[str, Any], what: str) -> str:
+def parse_fields(fields: dict[str, Any], what: str, settings: Settings | None = None, collection: str = "") -> str:
     """Validate sidecar fields with the sidecar parser; returns the sidecar text the processor will read."""
     try:
-        sidecar_from_dict(fields, what)
+        sidecar_from_dict(fields, what, settings, collection)
     except StacdropError as exc:
         raise HTTPException(422, str(exc)) from None
     # Sorted keys: the same fields give the same text, hence the same content key (a resubmission dedups).
@@ -208,7 +230,7 @@ def submit_url(
 ) -> Submitted:
     """Validate everything, HEAD the source, submit one raster job. ``fields`` are the sidecar fields."""
     settings = state.settings
-    sidecar_text = parse_fields(fields, what)
+    sidecar_text = parse_fields(fields, what, settings, collection)
     _check_url(url, settings)  # before anything that does I/O for the request
     check_collection(state, collection, "collection_id" if "collection_id" in fields else "collection")
     head = head_source(url, settings)
@@ -220,7 +242,7 @@ def submit_url(
     source = Source(url=url, key=key, size=head.size, content_key=content_key)
     try:
         job_id, new = state.intake.submit_raster(
-            source=source, collection=collection, sidecar_text=sidecar_text, sidecar_name=what, origin="http",
+            source=source, collection=collection, sidecar=SidecarDocument.valid(what, sidecar_text), origin="http",
             priority=int(Priority.LIVE), params=params,
         )
     except Exception as exc:  # noqa: BLE001 - the broker or the ledger is down: the client should retry

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stacdrop.bus.base import BatchHandler, Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
 from stacdrop.messages import QUEUES, Envelope
+from stacdrop.private_files import create_private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -79,7 +80,7 @@ class SqliteBus(Bus):
         max_poll_interval: float = 0.25,
     ) -> None:
         self.path = _path_from_url(url)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)  # 0600 before SQLite opens it; its -wal and -shm follow
         self.queues = tuple(queues)
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
