@@ -18,6 +18,8 @@ from tests.rasters import write_geotiff
 from tests.services import delete_rabbit_prefix, unique_prefix
 from tests.test_e2e_rabbitmq import pg_ledger_url  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 TOKEN = "s3cret-token-for-tests"
 ORIGINAL_STEPS = {"**pending**", "GETCOLLECTION", "GETITEMFILE", "TRANF_COG", "CREATEPYSTACITEM",
                   "UPLOAD_COG_TO_SERVER", "DELETEITEMFILE", "PROCESS FINISHED"}

@@ -22,7 +22,7 @@ from tests.services import ServiceUnavailable
 from tests.stac_api import StacApiServer, check_available
 from tests.test_publisher_static_catalog import make_collection, make_item
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 ITEMS = [f"tile-{i}" for i in range(5)]
 T0 = datetime(2026, 11, 27, 3, 15, tzinfo=UTC)

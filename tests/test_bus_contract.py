@@ -402,6 +402,7 @@ def test_slow_consumer_does_not_hold_a_second_message(bus_spec, bus: Bus) -> Non
     assert {slow.ids[0], fast.ids[0]} == {first.id, second.id}
 
 
+@pytest.mark.e2e
 def test_handler_longer_than_the_keepalive_is_not_redelivered(bus_spec) -> None:  # noqa: ANN001
     worker, watcher = bus_spec.open(liveness=2), bus_spec.open(liveness=2)
     env = make_env("long.tif")
@@ -556,6 +557,7 @@ def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:  # noqa: ANN
     tuned.close()
 
 
+@pytest.mark.e2e
 @rabbit_only
 def test_rabbit_long_handler_is_reclaimed_and_not_redelivered(rabbit) -> None:  # noqa: ANN001
     worker = rabbit(claim_interval=1.0, claim_ttl=2.0)
@@ -575,6 +577,7 @@ def test_rabbit_long_handler_is_reclaimed_and_not_redelivered(rabbit) -> None:  
     assert [(s.ready, s.retrying, s.dead) for s in worker.stats()] == [(0, 0, 0), (0, 0, 0)]
 
 
+@pytest.mark.e2e
 @rabbit_only
 def test_rabbit_reclaimed_message_returns_when_the_worker_dies(rabbit, rabbit_url: str) -> None:  # noqa: ANN001
     bus = rabbit()
@@ -605,6 +608,7 @@ def _management(url: str) -> tuple[str, tuple[str, str]] | None:
     return base, auth
 
 
+@pytest.mark.e2e
 @rabbit_only
 def test_rabbit_consumer_reconnects_and_keeps_its_running_message(rabbit, rabbit_url: str) -> None:  # noqa: ANN001
     import requests  # noqa: PLC0415

@@ -13,6 +13,8 @@ import pytest
 
 from tests.daemon import STACDROP, base_env
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 ROLES = ("watch", "process", "publish")
 
 
@@ -65,7 +67,6 @@ def _started(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> str:
     return "did not start within 60 s"
 
 
-@pytest.mark.e2e
 def test_twenty_simultaneous_starts_of_the_three_roles(tmp_path: Path) -> None:
     failures = []
     for n in range(20):

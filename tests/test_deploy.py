@@ -52,6 +52,8 @@ from tests.rasters import write_geotiff
 from tests.services import delete_rabbit_prefix, free_port
 from tests.test_s3_inbox import declared, minio_event, publish
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"

@@ -30,6 +30,8 @@ from tests.daemon import (
 )
 from tests.rasters import IGH_WKT, write_geotiff
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 COLLECTIONS = {
     "landcover": {"resampling": "mode"},
     "keyonly": {"allow_key_only": True, "key_template": "{variable}_{year}.tif"},

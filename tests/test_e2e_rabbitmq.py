@@ -28,6 +28,8 @@ from tests.daemon import (
 from tests.rasters import write_geotiff
 from tests.services import delete_rabbit_prefix, ensure_postgres, unique_prefix
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 MGMT = "http://127.0.0.1:15672/api"
 

@@ -28,6 +28,8 @@ from tests.rasters import write_geotiff
 from tests.services import delete_rabbit_prefix, unique_prefix
 from tests.test_s3_inbox import aws_event, ceph_event, declared, minio_event, publish
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 SECRET = "moto-secret-inbox"
 
 

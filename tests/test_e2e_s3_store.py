@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
@@ -25,6 +26,8 @@ from tests.daemon import (
 )
 from tests.rasters import write_geotiff
 from tests.s3proxy import Proxy
+
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
 
 SECRET = "moto-secret-not-in-logs"
 

@@ -19,7 +19,7 @@ from tests.daemon import STACDROP, DaemonProcess, base_env, ledger_for, settled_
 from tests.rasters import write_geotiff
 from tests.stac_api import StacApiServer, check_available
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 
 def new_id(name: str) -> str:

@@ -61,6 +61,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     delete_rabbit_prefix(rabbit_url, prefix)
 
 
+@pytest.mark.e2e
 def test_metrics_with_jobs_flowing(tmp_path: Path, engine: dict[str, str]) -> None:
     rabbit = bool(engine)
     with flowing(tmp_path, **engine) as run:

@@ -29,6 +29,8 @@ from tests.s3proxy import Proxy
 from tests.stac_api import StacApiServer, check_available
 from tests.test_e2e_s3_store import new_bucket, s3, s3_env
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 BUDGET = dict(STACDROP_MAX_RETRIES="1", STACDROP_RETRY_BASE="0.3", STACDROP_RETRY_MAX="0.5")
 OUTAGE = 12.0  # seconds: ten times the retry budget
 

@@ -13,6 +13,8 @@ import requests
 from tests.daemon import wait_until
 from tests.pipeline import BAD_NAME, COLLECTION, TOKEN, flowing
 
+pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
