@@ -52,23 +52,39 @@ class SourceTooLarge(PermanentError):
 
 
 class SourceUnavailable(TransientError):
+    """The source host (or S3 endpoint) did not serve the file after a few quick tries. When it did not
+    answer at all, or said it is overloaded or down (502/503/504, 429, SlowDown), that is an outage of the
+    host, not the job's fault: the runtime waits for it without spending attempts (stacdrop/runtime.py)."""
+
     error_class = "source_unavailable"
+    outage_bounded = True
+
+    def __init__(self, message: str, *, outage: bool = False) -> None:
+        super().__init__(message)
+        self.counts_attempt = not outage
 
 
 class _Retry(Exception):
-    """A transient failure of one attempt."""
+    """A transient failure of one attempt; ``outage``: the host did not answer, or said it is down."""
+
+    def __init__(self, message: str, *, outage: bool = False) -> None:
+        super().__init__(message)
+        self.outage = outage
+
+
+_OUTAGE_STATUS = (429, 502, 503, 504)
 
 
 def _with_retries(what: str, attempt: Callable[[], T], attempts: int = ATTEMPTS) -> T:
-    last = ""
+    last = _Retry("")
     for n in range(attempts):
         try:
             return attempt()
         except _Retry as exc:
-            last = str(exc)
+            last = exc
             if n + 1 < attempts:
                 time.sleep(BACKOFF * 2**n)
-    raise SourceUnavailable(f"{what}: {last} (after {attempts} attempts)")
+    raise SourceUnavailable(f"{what}: {last} (after {attempts} attempts)", outage=last.outage)
 
 
 def _temp_path(workdir: Path, url_path: str) -> Path:
@@ -132,12 +148,13 @@ def _download_s3(url: str, dest: Path, settings: Any) -> None:
             if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise SourceForbidden(f"{shown}: access denied ({code or status}): check the S3 credentials") from None
             if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "InternalError"):
-                raise _Retry(f"{code or 'error'} (HTTP {status})") from None
+                raise _Retry(f"{code or 'error'} (HTTP {status})",
+                             outage=status in _OUTAGE_STATUS or code == "SlowDown") from None
             raise PermanentError(f"{shown}: cannot read: {code} (HTTP {status})", error_class="source_error") from None
         except NoCredentialsError:
             raise ConfigError(f"{shown}: no S3 credentials configured (AWS_ACCESS_KEY_ID / ARBUTUS_OBJECT_ACCESS_ID)") from None
         except (BotoCoreError, OSError) as exc:
-            raise _Retry(f"{type(exc).__name__}: cannot reach the S3 endpoint") from None
+            raise _Retry(f"{type(exc).__name__}: cannot reach the S3 endpoint", outage=True) from None
 
     _with_retries(shown, attempt)
 
@@ -161,7 +178,7 @@ def _download_http(url: str, dest: Path, settings: Any) -> None:
                 if status in (401, 403):
                     raise SourceForbidden(f"{where}: access denied (HTTP {status})")
                 if status >= 500 or status in (408, 429):
-                    raise _Retry(f"HTTP {status}")
+                    raise _Retry(f"HTTP {status}", outage=status in _OUTAGE_STATUS)
                 if status != 200:
                     raise PermanentError(f"{where}: unexpected HTTP {status}", error_class="source_error")
                 length = resp.headers.get("Content-Length")
@@ -174,7 +191,7 @@ def _download_http(url: str, dest: Path, settings: Any) -> None:
                 if length and length.isdigit() and size != int(length):
                     raise _Retry(f"short download: {size} of {length} bytes")
         except HostUnreachable as exc:
-            raise _Retry(exc.reason) from None
+            raise _Retry(exc.reason, outage=True) from None
 
     _with_retries(shown, attempt)
 

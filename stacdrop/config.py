@@ -98,6 +98,9 @@ class Settings(BaseModel):
     s3_events_sqs: str | None = Field(default=None, description="S3 inbox: SQS queue URL receiving AWS S3 events")
     workers: int = Field(default=1, ge=1)
     max_retries: int = Field(default=5, ge=0)
+    source_outage_patience: float = Field(
+        default=3600.0, ge=0,
+        description="Seconds a source host may stay unreachable before a job's attempts count again")
     claim_stale_after: float = Field(
         default=60.0, gt=0,
         description="Seconds without a heartbeat after which another processor takes over a job being "

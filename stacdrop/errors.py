@@ -17,10 +17,13 @@ class StacdropError(Exception):
     # The dependency whose outage this error can mean ("stac_api", "store"), or None. The runtime probes a
     # named dependency before it counts the attempt: an outage is not the job's fault (stacdrop/runtime.py).
     dependency: str | None = None
-    # False for a failure that says nothing about the job (another worker holds it): the runtime puts the
-    # message back after ``retry_in`` seconds without spending one of the job's attempts.
+    # False for a failure the job does not cause (another worker holds it, its source host is down): the
+    # runtime puts the message back without spending one of the job's attempts, after ``retry_in`` seconds
+    # or, when None, with the policy's backoff. ``outage_bounded``: the cause may never end (a host gone for
+    # good), so the uncounted run is limited to RetryPolicy.outage_patience and counted after that.
     counts_attempt = True
-    retry_in = 0.0
+    retry_in: float | None = None
+    outage_bounded = False
 
     def __init__(self, message: str, *, error_class: str | None = None) -> None:
         super().__init__(message)

@@ -18,6 +18,9 @@ class RetryPolicy:
     base: float = 2.0
     maximum: float = 600.0
     jitter: float = 0.5
+    # Seconds an error the job does not cause (a source host down) stays uncounted before attempts count
+    # again: an outage of up to an hour spends nothing, a host gone for good still ends in the dead letters.
+    outage_patience: float = 3600.0
 
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``retry_number`` (1-based)."""
@@ -31,4 +34,5 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings) -> "RetryPolicy":  # noqa: ANN001 - avoids an import cycle
-        return cls(max_retries=settings.max_retries, base=settings.retry_base, maximum=settings.retry_max)
+        return cls(max_retries=settings.max_retries, base=settings.retry_base, maximum=settings.retry_max,
+                   outage_patience=settings.source_outage_patience)

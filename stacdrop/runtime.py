@@ -13,9 +13,10 @@ spending an attempt (``Delivery.retry(counted=False)``, the error kept in its hi
 "waiting", and the stage pauses, probing with backoff up to ``probe_max`` seconds apart, until the
 dependency answers again; then it takes the next message. So an outage of any length dead-letters
 nothing, and only errors that persist while the dependency answers (a 409/404 loop, a failed read-back,
-a bucket that answers 403) count against ``max_retries``. An error that says nothing about the job at all
-(``counts_attempt = False``: another live worker holds its claim, stacdrop/claims.py) goes back after its
-``retry_in`` seconds, uncounted, without pausing the stage.
+a bucket that answers 403) count against ``max_retries``. An error that says nothing about the job itself
+(``counts_attempt = False``) goes back uncounted without pausing the stage, since other jobs may go ahead:
+another live worker holds its claim (stacdrop/claims.py), or its source host is unreachable. A source host
+may be gone for good, so that run stays uncounted for ``RetryPolicy.outage_patience`` (an hour) only.
 """
 
 from __future__ import annotations
@@ -281,12 +282,15 @@ class StageRunner:
             frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
             where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
             text = f"{type(exc).__name__}: {text}{where}"
-        if not getattr(exc, "counts_attempt", True):
-            # Not about the job (another live worker holds it): back on the queue, uncounted, no pause.
-            log.info("not this worker's to do now; message put back without spending an attempt",
-                     error_class=error_class, error=text, retry_in=exc.retry_in)
+        uncounted = self._uncounted_delay(delivery.envelope, exc, error_class)
+        if uncounted is not None:
+            # Not the job's fault (another live worker holds it, its source host is down): back on the queue,
+            # uncounted, without pausing the stage (other jobs may go ahead).
+            text = f"{text} (waiting; this attempt is not counted)"
+            log.info("not the job's fault; message put back without spending an attempt",
+                     error_class=error_class, error=text, retry_in=round(uncounted, 1))
             self._record_failure(job, steps, attempt, RUNNING_STATE[self.stage], "waiting", error_class, text)
-            delivery.retry(exc.retry_in, error_class, text, counted=False)
+            delivery.retry(uncounted, error_class, text, counted=False)
             return
         dependency = self._down(exc) if transient else None
         if dependency is not None:
@@ -310,6 +314,21 @@ class StageRunner:
                       step=steps.current, attempt=attempt, reason=why)
             self._record_failure(job, steps, attempt, FAILED, "failed", error_class, text)
             delivery.dead_letter(error_class, text)
+
+    def _uncounted_delay(self, envelope: Envelope, exc: Exception, error_class: str) -> float | None:
+        """Seconds until an uncounted retry of ``exc``, or None when this failure counts as an attempt."""
+        if getattr(exc, "counts_attempt", True):
+            return None
+        run = []  # the latest uninterrupted run of failures of this class (counted ones once patience ran out)
+        for record in reversed(envelope.history):
+            if record.error_class != error_class or record.replayed:
+                break
+            run.append(record)
+        if getattr(exc, "outage_bounded", False) and run \
+                and (utcnow() - run[-1].at).total_seconds() > self.policy.outage_patience:
+            return None  # unreachable for longer than the patience: counted from now on
+        retry_in = getattr(exc, "retry_in", None)
+        return retry_in if retry_in is not None else min(self.policy.delay(len(run) + 1), self.probe_max)
 
     def _record_failure(self, job: Job, steps: StepRecorder, attempt: int, state: str, status: str,
                         error_class: str, text: str) -> None:

@@ -1,5 +1,5 @@
-"""A TCP proxy in front of the moto server that can go down mid-transfer: the S3 endpoint "stops"
-without moto losing its state, so tests can check what an interrupted upload left behind."""
+"""A TCP proxy in front of the moto server (or any local server) that can go down mid-transfer: the
+endpoint "stops" without the server losing its state, so tests can check what an outage left behind."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class Proxy:
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.up = True
         self.cut_after: int | None = None
+        self.down_after_connections: int | None = None  # go down once this many connections were accepted
+        self.accepted = 0
         self.forwarded = 0
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
@@ -27,10 +29,13 @@ class Proxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
+            if self.up and self.down_after_connections is not None and self.accepted >= self.down_after_connections:
+                self.up = False
             if not self.up:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 client.close()
                 continue
+            self.accepted += 1
             upstream = socket.create_connection(self.target)
             with self.lock:
                 self.conns += [client, upstream]

@@ -6,6 +6,7 @@ outages last several times that."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -14,10 +15,12 @@ import pytest
 import requests
 from rasterio.transform import from_origin
 
+from tests.api_server import ApiServer, FileServer
 from tests.daemon import (
     DaemonProcess,
     base_env,
     bus_for,
+    catalog_items,
     ledger_for,
     settled_jobs,
     wait_until,
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast
 
 BUDGET = dict(STACDROP_MAX_RETRIES="1", STACDROP_RETRY_BASE="0.3", STACDROP_RETRY_MAX="0.5")
 OUTAGE = 12.0  # seconds: ten times the retry budget
+TOKEN = "outage-test-token"
 
 
 def drop(inbox: Path, cid: str, name: str, west: float) -> None:
@@ -105,3 +109,37 @@ def test_store_down_longer_than_the_retry_budget_dead_letters_nothing(tmp_path: 
         assert {f"io/{cid}/{n}.tif" for n in names} <= keys
     finally:
         proxy.close()
+
+
+def test_source_host_down_longer_than_the_retry_budget_dead_letters_nothing(tmp_path: Path) -> None:
+    """A job submitted by URL whose host goes down right after the API's HEAD: the processor's GET is refused
+    for ten times the retry budget. The job waits uncounted (no pause: other jobs could go ahead) and
+    publishes when the host is back; before, each refusal spent an attempt and the job was dead-lettered."""
+    env = base_env(tmp_path, STACDROP_API_TOKEN=TOKEN, STACDROP_ALLOWED_HOSTS="localhost",
+                   STACDROP_COLLECTIONS=json.dumps({"remote": {"create_if_missing": True}}), **BUDGET)
+    with FileServer(tmp_path / "www") as files:
+        write_geotiff(files.root / "far.tif", width=64, height=64)
+        proxy = Proxy(files.httpd.server_address[1])
+        host = proxy.url.replace("127.0.0.1", "localhost")
+        api = ApiServer(tmp_path, env)
+        try:
+            with DaemonProcess(tmp_path, env) as daemon:
+                api.start()
+                proxy.down_after_connections = 1  # the API's HEAD gets through, then the host is down
+                resp = api.post("/jobs", {"source": f"{host}/far.tif", "collection": "remote", "id": "far",
+                                          "datetime": "2020-01-01"})
+                assert resp.status_code == 202, resp.text
+                ledger = ledger_for(env)
+                wait_until(lambda: waiting_jobs(ledger), 60, "the job waiting for its source host", daemon)
+                time.sleep(OUTAGE)
+                job = next(j for j in ledger.list_jobs(limit=10) if j.kind == "raster")
+                assert job.state != "failed" and bus_for(env).dead_letters() == [], job.error
+                assert job.error_class == "source_unavailable" and job.attempts == 1, (job.attempts, job.error)
+                assert "stage paused" not in daemon.logs()  # one host down does not stop the others' jobs
+                proxy.down_after_connections, proxy.up = None, True
+                wait_until(lambda: ledger.get(job.id).state == "published", 120, "published", daemon)
+        finally:
+            api.stop()
+            proxy.close()
+    assert bus_for(env).dead_letters() == []
+    assert "remote/far" in catalog_items(tmp_path / "data" / "stac")

@@ -114,3 +114,31 @@ def test_parse_s3_url_keeps_question_marks_and_hashes_in_keys() -> None:
     assert parse_s3_url("s3://bucket") == ("bucket", "")
     with pytest.raises(ValueError):
         parse_s3_url("https://bucket/key")
+
+
+def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from processor.fetch import SourceUnavailable
+    from stacdrop.bus.sqlite import SqliteBus
+    from stacdrop.errors import ClaimedElsewhere
+    from stacdrop.ledger import Ledger
+    from stacdrop.messages import utcnow
+    from stacdrop.runtime import StageRunner
+
+    runner = StageRunner("process", lambda *a: None, bus=SqliteBus(f"sqlite:///{tmp_path}/q.db"),
+                         ledger=Ledger(f"sqlite:///{tmp_path}/l.db"),
+                         policy=RetryPolicy(base=2.0, outage_patience=3600))
+    down = SourceUnavailable("http://h/x.tif: ConnectionError (after 3 attempts)", outage=True)
+    env = Envelope(job_id="j", body={})
+    assert runner._uncounted_delay(env, down, "source_unavailable") is not None  # first refusal: waits
+    recent = env.with_failure("process", "source_unavailable", "down", counted=False)
+    assert runner._uncounted_delay(recent, down, "source_unavailable") is not None
+    old = recent.model_copy(update={"history": [recent.history[0].model_copy(
+        update={"at": utcnow() - timedelta(hours=2)})]})
+    assert runner._uncounted_delay(old, down, "source_unavailable") is None  # down for 2 h: counted now
+    counted = old.with_failure("process", "source_unavailable", "down")
+    assert runner._uncounted_delay(counted, down, "source_unavailable") is None  # and stays counted
+    # A 500 on one file says something about the file: counted at once. A live claim never runs out.
+    assert runner._uncounted_delay(env, SourceUnavailable("HTTP 500"), "source_unavailable") is None
+    assert runner._uncounted_delay(old, ClaimedElsewhere("held"), "claimed_elsewhere") == 15.0
