@@ -12,6 +12,8 @@ import pytest
 
 from stacdrop.bus import open_bus
 from stacdrop.bus.base import Bus
+from tests.api_server import FileServer
+from tests.rasters import write_geotiff
 from tests.services import (
     MotoServer,
     ServiceUnavailable,
@@ -32,6 +34,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped, but make test installs and starts every service: {reason}"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    """A file server on 127.0.0.1 (named localhost) holding a small valid GeoTIFF, ok.tif."""
+    root = tmp_path_factory.mktemp("www")
+    write_geotiff(root / "ok.tif", width=16, height=16)
+    with FileServer(root) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -14,17 +14,8 @@ import requests
 
 from tests.api_server import ApiServer, FileServer
 from tests.daemon import base_env
-from tests.rasters import write_geotiff
 
 TOKEN = "another-s3cret"
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    root = tmp_path_factory.mktemp("www")
-    write_geotiff(root / "ok.tif", width=16, height=16)
-    with FileServer(root) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

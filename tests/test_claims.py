@@ -17,14 +17,16 @@ import requests
 from stacdrop import claims
 from stacdrop.errors import ClaimedElsewhere
 from stacdrop.ledger import Ledger
-from tests.daemon import STACDROP, DaemonProcess, ledger_for, write_collection, write_sidecar
+from tests.daemon import DaemonProcess, ledger_for, write_collection, write_sidecar
 from tests.rasters import write_geotiff
 from tests.test_e2e_rabbitmq import (  # noqa: F401 - fixtures
     MGMT,
     assert_exactly_once,
+    connections,
     pg_ledger_url,
     published,
     rabbit_env,
+    require_management,
     stop_all,
     wait_stages,
 )
@@ -110,10 +112,7 @@ def _local_ports(pid: int) -> set[int]:
 
 def _listed_ports(prefix: str) -> dict[int, str]:
     """peer port -> connection name, of the connections the management API lists for this test's prefix."""
-    resp = requests.get(f"{MGMT}/connections", auth=("guest", "guest"), timeout=10)
-    resp.raise_for_status()
-    return {c["peer_port"]: c["name"] for c in resp.json()
-            if prefix in (c.get("client_properties") or {}).get("connection_name", "")}
+    return {c["peer_port"]: c["name"] for c in connections(prefix)}
 
 
 def _close_connections_of(pid: int, prefix: str) -> int:
@@ -128,10 +127,7 @@ def _close_connections_of(pid: int, prefix: str) -> int:
 
 @pytest.mark.e2e
 def test_a_connection_cut_mid_conversion_converts_once(tmp_path: Path, rabbit_env: dict[str, str]) -> None:  # noqa: F811
-    try:
-        requests.get(f"{MGMT}/overview", auth=("guest", "guest"), timeout=5).raise_for_status()
-    except requests.RequestException:
-        pytest.fail("the RabbitMQ management plugin must be enabled (scripts/services.sh does it)")
+    require_management()
     inbox = tmp_path / "inbox"
     write_collection(inbox, "clim")
     procs = {name: DaemonProcess(tmp_path, rabbit_env, [name.split("-")[0]], name=name)

@@ -186,7 +186,14 @@ def test_broker_restart_mid_stream(tmp_path: Path, rabbit_env: dict[str, str]) -
     assert_exactly_once(rabbit_env, tmp_path, expected)
 
 
-def _connections(prefix: str) -> list[dict]:
+def require_management() -> None:
+    try:
+        requests.get(f"{MGMT}/overview", auth=("guest", "guest"), timeout=5).raise_for_status()
+    except requests.RequestException:
+        pytest.fail("the RabbitMQ management plugin must be enabled (scripts/services.sh does it)")
+
+
+def connections(prefix: str) -> list[dict]:
     resp = requests.get(f"{MGMT}/connections", auth=("guest", "guest"), timeout=10)
     resp.raise_for_status()
     return [c for c in resp.json() if prefix in (c.get("client_properties") or {}).get("connection_name", "")]
@@ -194,7 +201,7 @@ def _connections(prefix: str) -> list[dict]:
 
 def _close_connections(prefix: str) -> int:
     closed = 0
-    for conn in _connections(prefix):
+    for conn in connections(prefix):
         requests.delete(f"{MGMT}/connections/{urllib.parse.quote(conn['name'], safe='')}",
                         auth=("guest", "guest"), headers={"X-Reason": "test: closed by the server"}, timeout=10)
         closed += 1
@@ -202,10 +209,7 @@ def _close_connections(prefix: str) -> int:
 
 
 def test_connections_closed_by_the_server(tmp_path: Path, rabbit_env: dict[str, str]) -> None:
-    try:
-        requests.get(f"{MGMT}/overview", auth=("guest", "guest"), timeout=5).raise_for_status()
-    except requests.RequestException:
-        pytest.fail("the RabbitMQ management plugin must be enabled (scripts/services.sh does it)")
+    require_management()
     inbox = tmp_path / "inbox"
     write_collection(inbox, "clim")
     expected = drop(inbox, 10, 1500)
@@ -217,7 +221,7 @@ def test_connections_closed_by_the_server(tmp_path: Path, rabbit_env: dict[str, 
         for _ in range(2):
             # The management API lists new connections a few seconds late: wait until at least four are
             # listed (the four stage processes hold one or two each), then close them all.
-            wait_stages(lambda: len(_connections(prefix)) >= 4, 60, "connections of the stages", procs)
+            wait_stages(lambda: len(connections(prefix)) >= 4, 60, "connections of the stages", procs)
             closed += _close_connections(prefix)
             time.sleep(2)
         assert closed >= 8

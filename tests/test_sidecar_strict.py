@@ -152,14 +152,6 @@ TOKEN = "strict-t0ken"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    root = tmp_path_factory.mktemp("www")
-    write_geotiff(root / "ok.tif", width=16, height=16)
-    with FileServer(root) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     root = tmp_path_factory.mktemp("api")
     env = base_env(root, STACDROP_API_TOKEN=TOKEN, STACDROP_ALLOWED_HOSTS="localhost",
