@@ -281,6 +281,9 @@ class StageRunner:
             frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
             where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
             text = f"{type(exc).__name__}: {text}{where}"
+        # Once, before the text goes to the log, the ledger and the bus (retry history, dead letter): an
+        # exception's text may carry a URL with its password or a presigned signature.
+        text = self.ledger.redact(text) or text
         if not getattr(exc, "counts_attempt", True):
             # Not about the job (another live worker holds it): back on the queue, uncounted, no pause.
             log.info("not this worker's to do now; message put back without spending an attempt",

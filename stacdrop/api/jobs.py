@@ -58,7 +58,7 @@ class JobSummary(BaseModel):
     updated_at: str
     finished_at: str | None
     duration_s: float = Field(description="finished_at (or now) - created_at, seconds")
-    source: str = Field(description="The source URL or path, without user info or query")
+    source: str = Field(description="The source URL or path, its password and query values masked")
     item_bbox: list[float] | None = Field(default=None, description="WGS84 bbox of the published item")
 
 
@@ -163,7 +163,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    from stacdrop.urls import redact_url  # noqa: PLC0415
+    from stacdrop.redact import redact_url  # noqa: PLC0415
 
     end = job.finished_at or utcnow()
     return {
