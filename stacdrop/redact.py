@@ -44,10 +44,11 @@ SENSITIVE_PARAMS = (
 # searched for in free text (an access key id like "test" or "minio" would mask every such word).
 IDENTIFIERS = ("aws_access_key_id",)
 
+TRAILING_PUNCTUATION = ".,;:!?'\")]}>"
 _URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://(.*)", re.DOTALL)
 _PARAM = re.compile(
-    r"(?<![A-Za-z0-9_\-])(" + "|".join(re.escape(p) for p in SENSITIVE_PARAMS) + r")=([^&\s'\"<>,;)\]}]+)",
+    r"(?<![A-Za-z0-9_\-])(" + "|".join(re.escape(p) for p in SENSITIVE_PARAMS) + r")=([^&\s'\"<>,;:)\]}]+)",
     re.IGNORECASE,
 )
 # A credential after Bearer/Basic: 8+ token characters with a digit or a symbol ("Basic auth" is prose).
@@ -103,6 +104,13 @@ def _forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))  # longest first: no half-masked leftovers
 
 
+def _redact_url_in_prose(match: re.Match[str]) -> str:
+    """A URL runs to the next space; punctuation at its end belongs to the sentence ("...?sig=x: denied")."""
+    url = match.group(0)
+    bare = url.rstrip(TRAILING_PUNCTUATION)
+    return redact_url(bare) + url[len(bare):]
+
+
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with ``secrets`` (by value, raw or percent-encoded), every URL's user info and query
     values, known signature/token parameters and Bearer/Basic credentials masked."""
@@ -110,7 +118,7 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         return text
     for form in _forms(tuple(secrets)):
         text = text.replace(form, MASK)  # first: a secret holding a space would split the URL below
-    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    text = _URL.sub(_redact_url_in_prose, text)
     text = _PARAM.sub(lambda m: f"{m.group(1)}={MASK}", text)
     return _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", text)
 
@@ -139,7 +147,10 @@ def url_secrets(url: str) -> list[str]:
         return []
     _user, colon, password = userinfo.partition(":")
     written = password if colon else userinfo
-    return [s for s in dict.fromkeys((written, unquote(written))) if s]
+    # Clients parse such a URL at the first '/', '?', '#' or '@' and print the pieces in their errors
+    # ("'stacuser:longprefix' is not a valid host or port"): each piece is a secret too.
+    pieces = [p for p in re.split(r"[/?#@]", written) if len(p) >= MIN_SECRET_LENGTH]
+    return [s for s in dict.fromkeys((written, unquote(written), *pieces)) if s]
 
 
 def secrets_of(settings: Any) -> tuple[str, ...]:
