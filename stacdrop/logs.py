@@ -22,12 +22,18 @@ import structlog
 from stacdrop.redact import redact_data, redact_text
 
 
+# Values the renderers write as they are; anything else (a Path, an exception, a settings object) is
+# rendered as its text, and that text is redacted like the rest.
+PLAIN = (str, int, float, bool, type(None), list, dict, tuple)
+
+
 def redact_event(secrets: Iterable[str]) -> structlog.types.Processor:
     """A structlog processor masking secrets in every value of the event dict."""
     known = tuple(secrets)
 
     def processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        return {key: redact_data(value, known) for key, value in event_dict.items()}
+        return {key: redact_data(value if isinstance(value, PLAIN) else str(value), known)
+                for key, value in event_dict.items()}
 
     return processor
 
