@@ -111,24 +111,25 @@ def health(ctx: Context, url: str | None, timeout: float) -> None:
 
     import requests  # noqa: PLC0415
 
-    from stacdrop.redact import redact_url  # noqa: PLC0415
+    from stacdrop.redact import redact_text, redact_url  # noqa: PLC0415
 
     settings = ctx.settings
     problems: list[str] = []
 
     def first_line(exc: Exception) -> str:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        text = redact_text(str(exc), secrets_of(settings))  # a driver's error may quote its URL
+        return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
     try:
         ctx.ledger().ping()
     except Exception as exc:  # noqa: BLE001 - any failure is unhealthy, reported by name
-        problems.append(f"ledger {redact_url(settings.ledger)}: {first_line(exc)}")
+        problems.append(f"ledger {redact_url(settings.ledger, keep_user=True)}: {first_line(exc)}")
     logging.getLogger("pika").setLevel(logging.CRITICAL)  # a queue not declared yet is not a failure here
     try:
         with ctx.bus() as bus:
             bus.stats()  # a connection and passive declares: the broker answers
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"bus {redact_url(settings.broker)}: {first_line(exc)}")
+        problems.append(f"bus {redact_url(settings.broker, keep_user=True)}: {first_line(exc)}")
     if url:
         try:
             resp = requests.get(url, timeout=timeout)

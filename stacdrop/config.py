@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from stacdrop.errors import ConfigError
-from stacdrop.redact import MASK, redact_data, secrets_of
+from stacdrop.redact import MASK, redact_setting, secrets_of
 
 RESAMPLINGS = ("nearest", "mode", "average", "bilinear", "cubic", "cubicspline", "lanczos", "rms", "gauss")
 
@@ -168,13 +168,13 @@ class Settings(BaseModel):
             raise ConfigError(f"collections.{collection_id}: {exc}") from None
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain data for people to read: secret settings replaced by '***',
-        URL passwords and query values masked, and any secret value found elsewhere masked too."""
+        """The effective settings as plain data for the operator: secret settings replaced by '***', URL
+        passwords and query values masked (``user:***@``), any secret value found elsewhere masked too."""
         data = self.model_dump(mode="json")
         for name in SECRET_FIELDS:
             if data.get(name):
                 data[name] = MASK
-        return redact_data(data, secrets_of(self))
+        return redact_setting(data, secrets_of(self))
 
 
 ENV_PREFIX = "STACDROP_"

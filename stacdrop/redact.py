@@ -7,10 +7,10 @@ API (/status ``_param``, /jobs, /dead-letters, /metrics, the status page's data:
 
 Two ways to recognise a secret, used together:
 
-- by shape, whatever its value: the user info of any ``scheme://user:password@host`` URL (the password
-  is masked, a user info without a password is masked whole: it is usually a token), every query value of
-  such a URL, known signature and token parameters (``X-Amz-Signature=``, ``sig=``, ``token=``, ...)
-  anywhere in a text, and ``Bearer``/``Basic`` credentials;
+- by shape, whatever its value: the user info and the query string of any URL (``redact_url`` shows
+  ``scheme://host/path?...``; ``stacdrop config`` shows the operator ``user:***@`` and the query's names),
+  known signature and token parameters (``X-Amz-Signature=``, ``sig=``, ``token=``, ...) anywhere in a
+  text, and ``Bearer``/``Basic`` credentials;
 - by value: the secret settings (``secrets_of(settings)``: tokens, secret keys, URL passwords), masked
   wherever they occur, raw or percent-encoded. Values shorter than ``MIN_SECRET_LENGTH`` are not masked
   by value (they would mangle unrelated words); their URLs are still masked by shape.
@@ -64,9 +64,13 @@ def _mask_query(query: str) -> str:
     return "&".join(parts)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (or its whole user info when it has no password), every query value
-    and the fragment masked. Any scheme; never raises; a string without ``scheme://`` comes back as is."""
+def redact_url(url: str, *, keep_user: bool = False) -> str:
+    """``url`` as anyone may see it: no user info, no query string (``?...`` says there was one), no
+    fragment. Any scheme; never raises; a string without ``scheme://`` comes back as is.
+
+    ``keep_user``: the operator's view (``stacdrop config``, ``stacdrop health``): the user name stays
+    with the password masked (a user info without a password is masked whole: it is usually a token), and
+    the query's parameter names stay with their values masked."""
     match = _SCHEME.fullmatch(url)
     if match is None:
         return url
@@ -77,7 +81,7 @@ def redact_url(url: str) -> str:
         user, colon, _password = userinfo.partition(":")
         # A user info holding '/', '?' or '#' means the password held them: show no part of it.
         plain_user = bool(colon) and not any(c in user for c in "/?#")
-        shown_user = f"{user}:{MASK}@" if plain_user else f"{MASK}@"
+        shown_user = (f"{user}:{MASK}@" if plain_user else f"{MASK}@") if keep_user else ""
         rest = after
     end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i != -1), default=len(rest))
     authority, tail = rest[:end], rest[end:]
@@ -85,10 +89,25 @@ def redact_url(url: str) -> str:
     path, question, query = tail.partition("?")
     shown = f"{scheme}://{shown_user}{authority}{path}"
     if question:
-        shown += "?" + _mask_query(query)
-    if hash_:
+        shown += "?" + (_mask_query(query) if keep_user else "...")
+    if hash_ and keep_user:
         shown += "#" + (MASK if fragment else "")
     return shown
+
+
+def redact_setting(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A settings value as ``stacdrop config`` prints it: URLs in the operator's view (``keep_user``),
+    secrets masked by value, recursively through tables and lists."""
+    secrets = tuple(secrets)
+    if isinstance(value, str):
+        if _SCHEME.fullmatch(value):  # the whole value is one URL, even with a space in its password
+            return _mask_values(redact_url(value, keep_user=True), secrets)
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: redact_setting(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_setting(v, secrets) for v in value]
+    return value
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,6 +123,12 @@ def _forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))  # longest first: no half-masked leftovers
 
 
+def _mask_values(text: str, secrets: tuple[str, ...]) -> str:
+    for form in _forms(secrets):
+        text = text.replace(form, MASK)
+    return text
+
+
 def _redact_url_in_prose(match: re.Match[str]) -> str:
     """A URL runs to the next space; punctuation at its end belongs to the sentence ("...?sig=x: denied")."""
     url = match.group(0)
@@ -116,8 +141,7 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     values, known signature/token parameters and Bearer/Basic credentials masked."""
     if not text:
         return text
-    for form in _forms(tuple(secrets)):
-        text = text.replace(form, MASK)  # first: a secret holding a space would split the URL below
+    text = _mask_values(text, tuple(secrets))  # first: a secret holding a space would split the URL below
     text = _URL.sub(_redact_url_in_prose, text)
     text = _PARAM.sub(lambda m: f"{m.group(1)}={MASK}", text)
     return _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", text)

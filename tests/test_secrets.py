@@ -60,18 +60,21 @@ def leaks(text: str, *secrets: str) -> list[str]:
 def test_redact_url_masks_passwords_queries_and_bare_user_info() -> None:
     from stacdrop.redact import redact_url  # noqa: PLC0415
 
-    cases = {
-        "amqp://user:p/@:ss%2Fw0rd@rabbit:5672/vhost": "amqp://user:***@rabbit:5672/vhost",
-        "postgresql+psycopg://u:p%40ss@db/ledger?sslmode=require": "postgresql+psycopg://u:***@db/ledger?sslmode=***",
-        "https://ghp_t0ken@github.example/x": "https://***@github.example/x",  # a token as the user info
-        "https://h/k.tif?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abc#t=1": "https://h/k.tif?X-Amz-Credential=***&X-Amz-Signature=***#***",
-        "http://[::1]:8080/x": "http://[::1]:8080/x",
-        "s3://bucket/key.tif": "s3://bucket/key.tif",
-        "./data/stac": "./data/stac",
-        "http://u:a/b?c#d@host/p": "http://u:***@host/p",  # '/', '?', '#' in the password
+    cases = {  # url: (as anyone sees it, as the operator sees it in `stacdrop config`)
+        "amqp://user:p/@:ss%2Fw0rd@rabbit:5672/vhost": ("amqp://rabbit:5672/vhost", "amqp://user:***@rabbit:5672/vhost"),
+        "postgresql+psycopg://u:p%40ss@db/ledger?sslmode=require": (
+            "postgresql+psycopg://db/ledger?...", "postgresql+psycopg://u:***@db/ledger?sslmode=***"),
+        "https://ghp_t0ken@github.example/x": ("https://github.example/x", "https://***@github.example/x"),
+        "https://h/k.tif?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abc#t=1": (
+            "https://h/k.tif?...", "https://h/k.tif?X-Amz-Credential=***&X-Amz-Signature=***#***"),
+        "http://[::1]:8080/x": ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+        "s3://bucket/key.tif": ("s3://bucket/key.tif", "s3://bucket/key.tif"),
+        "./data/stac": ("./data/stac", "./data/stac"),
+        "http://u:a/b?c#d@host/p": ("http://host/p", "http://u:***@host/p"),  # '/', '?', '#' in the password
     }
-    for url, shown in cases.items():
+    for url, (shown, operator) in cases.items():
         assert redact_url(url) == shown, url
+        assert redact_url(url, keep_user=True) == operator, url
 
 
 @given(password=st.text(PRINTABLE, min_size=1, max_size=40), encoded=st.booleans())
@@ -80,11 +83,13 @@ def test_no_password_comes_out_of_redact_url(password: str, encoded: bool) -> No
     from stacdrop.redact import redact_url  # noqa: PLC0415
 
     written = quote(password, safe="") if encoded else password
-    shown = redact_url(f"postgresql://stacdrop:{written}@db.internal:5432/ledger?sslmode=require")
-    assert shown == REDACTED_DSN  # the same for every password: nothing of it is left
-    for form in forms(password):
-        if form not in REDACTED_DSN:  # "a", "5432", ... are in it whatever the password
-            assert form not in shown
+    url = f"postgresql://stacdrop:{written}@db.internal:5432/ledger?sslmode=require"
+    for shown, expected in ((redact_url(url), "postgresql://db.internal:5432/ledger?..."),
+                            (redact_url(url, keep_user=True), REDACTED_DSN)):
+        assert shown == expected  # the same for every password: nothing of it is left
+        for form in forms(password):
+            if form not in expected:  # "a", "5432", ... are in it whatever the password
+                assert form not in shown
 
 
 @given(password=st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),
@@ -95,7 +100,7 @@ def test_url_passwords_in_prose_are_masked_by_shape(password: str) -> None:
 
     assume(not any(c.isspace() for c in password))
     text = f"connection to amqp://stacdrop:{password}@rabbit.internal:5672/vhost refused"
-    assert redact_text(text) == "connection to amqp://stacdrop:***@rabbit.internal:5672/vhost refused"
+    assert redact_text(text) == "connection to amqp://rabbit.internal:5672/vhost refused"
 
 
 @given(secret=st.text(PRINTABLE, min_size=6, max_size=40))
@@ -118,7 +123,7 @@ def test_signatures_and_bearer_tokens_in_prose() -> None:
     out = redact_text(text)
     for value in ("abc123", CREDENTIAL, "zz9", "SAS0sig", "t0k3n", "eyJhbGciOi"):
         assert value not in out, value
-    assert "Basic auth failed" in out and "X-Amz-Signature=***" in out
+    assert "Basic auth failed" in out and "'s3://b/k.tif?...'" in out and "X-Amz-Credential=***" in out
 
 
 def test_redact_text_keeps_the_sentence_and_is_idempotent() -> None:
@@ -127,7 +132,7 @@ def test_redact_text_keeps_the_sentence_and_is_idempotent() -> None:
 
     text = f"http://h/k.tif?X-Amz-Signature={SIGNATURE}: access denied; see 's3://b/k?sig=abc'."
     once = redact_text(text)
-    assert once == "http://h/k.tif?X-Amz-Signature=***: access denied; see 's3://b/k?sig=***'."
+    assert once == "http://h/k.tif?...: access denied; see 's3://b/k?...'."
     assert redact_text(once) == once
     # requests cuts an unescaped password at its first '/' and prints the first piece as "host or port".
     secrets = secrets_of(Settings(stac="https://stacuser:longprefix/rest@stac.example/stac"))
@@ -167,7 +172,49 @@ def test_ledger_stores_errors_and_events_redacted(tmp_path: Path) -> None:
     assert stored is not None
     texts = [stored.error or ""] + [e.message or "" for e in stored.events]
     assert not leaks("\n".join(texts), FILE_PASSWORD, SIGNATURE, STAC_TOKEN)
-    assert stored.error == "https://u:***@h/x.tif?X-Amz-Signature=*** said ***"
+    assert stored.error == "https://h/x.tif?... said ***"
+
+
+def test_runtime_redacts_a_failure_before_the_log_the_ledger_and_the_dead_letter(tmp_path: Path) -> None:
+    """Where errors are recorded: whatever text an exception carries (here requests' error for a redirect
+    to an ``s3://`` presigned URL, as the processor raised it before the URL policy), the job error, its
+    events, the dead letter and the log line hold no signature."""
+    import structlog  # noqa: PLC0415
+
+    from stacdrop.bus.sqlite import SqliteBus  # noqa: PLC0415
+    from stacdrop.ledger import Ledger  # noqa: PLC0415
+    from stacdrop.messages import Envelope, IngestRequest, Source  # noqa: PLC0415
+    from stacdrop.retry import RetryPolicy  # noqa: PLC0415
+    from stacdrop.runtime import StageRunner  # noqa: PLC0415
+
+    presigned = (f"s3://bucket/x.tif?X-Amz-Credential={CREDENTIAL}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+                 f"&X-Amz-Signature={SIGNATURE}")
+
+    def handler(*_args: Any) -> Any:
+        raise ValueError(f"No connection adapters were found for {presigned!r}")
+
+    bus, ledger = SqliteBus(f"sqlite:///{tmp_path}/queue.db"), Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    bus.setup()
+    job, _ = ledger.create_job(kind="raster", source="http://h/x.tif", source_key="c/x.tif", content_key="k",
+                               collection="c", origin="http", priority=0)
+    request = IngestRequest(source=Source(url="http://h/x.tif", key="c/x.tif", content_key="k"), collection="c")
+    bus.publish("process", Envelope.wrap(job.id, request))
+    runner = StageRunner("process", handler, bus=bus, ledger=ledger, policy=RetryPolicy(max_retries=0))
+    stop = threading.Event()
+    with structlog.testing.capture_logs() as logged:
+        thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+        thread.start()
+        wait_until(lambda: bus.dead_letters(), 30, "the dead letter")
+        stop.set()
+        thread.join(20)
+    failed = ledger.get(job.id, with_events=True)
+    assert failed is not None and failed.state == "failed"
+    texts = [failed.error or ""] + [e.message or "" for e in failed.events]
+    texts += [d.error for d in bus.dead_letters()] + [json.dumps(event, default=str) for event in logged]
+    assert [t for t in texts if SIGNATURE in t or CREDENTIAL in t] == []
+    assert "No connection adapters were found for 's3://bucket/x.tif?...'" in (failed.error or "")
+    bus.close()
+    ledger.close()
 
 
 def test_api_middleware_redacts_json_and_text_answers() -> None:
@@ -186,7 +233,7 @@ def test_api_middleware_redacts_json_and_text_answers() -> None:
     client = TestClient(RedactResponses(app, secrets=[STAC_TOKEN]))
     assert client.get("/metrics").text == 'stacdrop_jobs{collection="***"} 1.0\n'
     answer = client.get("/status")
-    assert answer.json() == {"_param": {"file_source_host": "http://u:***@h", "n": ["***"]}}
+    assert answer.json() == {"_param": {"file_source_host": "http://h", "n": ["***"]}}
     assert int(answer.headers["content-length"]) == len(answer.content)
 
 
@@ -300,7 +347,7 @@ def test_status_and_every_read_answer_hold_no_password(api: ApiServer, files: Fi
         assert resp.status_code in (200, 503), (path, resp.text)
         answers[path] = resp.text
     status = json.loads(answers[f"/status?id={job_id}"])
-    assert status["_param"]["file_source_host"] == files.url.replace("http://", "http://fileuser:***@")
+    assert status["_param"]["file_source_host"] == files.url  # no user info
     assert status["_param"]["filename"] == "ok.tif"  # the rest of the original body is as it was sent
     leaked = {path: leaks(text, FILE_PASSWORD, STAC_PASSWORD, API_TOKEN, STAC_TOKEN) for path, text in answers.items()}
     assert leaked == {path: [] for path in answers}
@@ -342,8 +389,8 @@ def test_daemon_start_log_holds_no_password(tmp_path: Path) -> None:
         time.sleep(1.0)  # the publisher opens its sink and logs what it can
     log = daemon.logs()
     started = next(json.loads(line) for line in log.splitlines() if '"stacdrop started"' in line)
-    assert started["stac"] == "https://stacuser:***@127.0.0.1:9/stac"
-    assert not leaks(log, STAC_PASSWORD, STAC_TOKEN)
+    assert started["stac"] == "https://127.0.0.1:9/stac"
+    assert not leaks(log, STAC_PASSWORD, STAC_TOKEN) and "stacuser" not in log
 
 
 def test_stacdrop_config_masks_every_password(tmp_path: Path) -> None:

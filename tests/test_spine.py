@@ -78,8 +78,9 @@ def test_settings_errors_name_the_file(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_redact_url() -> None:
-    assert redact_url("amqp://u:secret@h:5672/v") == "amqp://u:***@h:5672/v"
-    assert redact_url("postgresql://u@h/db") == "postgresql://***@h/db"  # a bare user info is often a token
+    assert redact_url("amqp://u:secret@h:5672/v", keep_user=True) == "amqp://u:***@h:5672/v"
+    assert redact_url("postgresql://u@h/db", keep_user=True) == "postgresql://***@h/db"  # often a token
+    assert redact_url("amqp://u:secret@h:5672/v?heartbeat=60") == "amqp://h:5672/v?..."
     assert redact_url("./data/stac") == "./data/stac"
 
 

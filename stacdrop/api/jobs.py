@@ -58,7 +58,7 @@ class JobSummary(BaseModel):
     updated_at: str
     finished_at: str | None
     duration_s: float = Field(description="finished_at (or now) - created_at, seconds")
-    source: str = Field(description="The source URL or path, its password and query values masked")
+    source: str = Field(description="The source URL or path, without user info or query")
     item_bbox: list[float] | None = Field(default=None, description="WGS84 bbox of the published item")
 
 
