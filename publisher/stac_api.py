@@ -56,7 +56,7 @@ import structlog
 
 from publisher.sink import POLICIES, DuplicatePolicy, PutOutcome, Sink
 from publisher.static_catalog import STRUCTURAL_RELS, _union_extents, item_extent
-from stacdrop.config import Settings, mask_url
+from stacdrop.config import Settings
 from stacdrop.errors import (
     CatalogUnavailable,
     ConfigError,
@@ -67,6 +67,7 @@ from stacdrop.errors import (
     TransientError,
     UnknownCollection,
 )
+from stacdrop.redact import redact_url
 
 log = structlog.get_logger("stacdrop.publisher.stac_api")
 
@@ -150,9 +151,9 @@ class StacApiSink(Sink):
                  shared_lock: Callable[[str], AbstractContextManager[None]] | None = None) -> None:
         settings = settings or Settings()
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"stac {url!r}: a STAC API URL starts with http:// or https://")
+            raise ConfigError(f"stac {redact_url(url)!r}: a STAC API URL starts with http:// or https://")
         self.base = url.rstrip("/") + "/"
-        self.display_url = mask_url(url)
+        self.display_url = redact_url(url)
         self.timeout = timeout if timeout is not None else settings.stac_timeout
         self.batch_size = batch_size if batch_size is not None else settings.stac_batch_size
         self.verify = settings.stac_verify if verify is None else verify

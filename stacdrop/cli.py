@@ -13,6 +13,7 @@ import click
 from stacdrop.config import Settings, load_settings
 from stacdrop.errors import StacdropError
 from stacdrop.logs import configure_logging
+from stacdrop.redact import redact_data, secrets_of
 
 
 class Context:
@@ -27,8 +28,13 @@ class Context:
                 self._settings = load_settings(self.config)
             except StacdropError as exc:
                 raise click.ClickException(str(exc)) from None
-            configure_logging(self._settings.log_format, self._settings.log_level)
+            configure_logging(self._settings.log_format, self._settings.log_level, secrets_of(self._settings))
         return self._settings
+
+    def shown(self, data: Any) -> Any:
+        """``data`` as printed for people: URL passwords, signatures and secret settings masked (the
+        ledger and the bus keep what the stages need, e.g. a source URL with its credentials)."""
+        return redact_data(data, secrets_of(self.settings))
 
     def bus(self):  # noqa: ANN201
         from stacdrop.daemon import open_bus_for  # noqa: PLC0415
@@ -38,7 +44,7 @@ class Context:
     def ledger(self):  # noqa: ANN201
         from stacdrop.ledger import Ledger  # noqa: PLC0415
 
-        return Ledger(self.settings.ledger)
+        return Ledger(self.settings.ledger, secrets=secrets_of(self.settings))
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -105,24 +111,25 @@ def health(ctx: Context, url: str | None, timeout: float) -> None:
 
     import requests  # noqa: PLC0415
 
-    from stacdrop.config import mask_url  # noqa: PLC0415
+    from stacdrop.redact import redact_text, redact_url  # noqa: PLC0415
 
     settings = ctx.settings
     problems: list[str] = []
 
     def first_line(exc: Exception) -> str:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        text = redact_text(str(exc), secrets_of(settings))  # a driver's error may quote its URL
+        return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
     try:
         ctx.ledger().ping()
     except Exception as exc:  # noqa: BLE001 - any failure is unhealthy, reported by name
-        problems.append(f"ledger {mask_url(settings.ledger)}: {first_line(exc)}")
+        problems.append(f"ledger {redact_url(settings.ledger, keep_user=True)}: {first_line(exc)}")
     logging.getLogger("pika").setLevel(logging.CRITICAL)  # a queue not declared yet is not a failure here
     try:
         with ctx.bus() as bus:
             bus.stats()  # a connection and passive declares: the broker answers
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"bus {mask_url(settings.broker)}: {first_line(exc)}")
+        problems.append(f"bus {redact_url(settings.broker, keep_user=True)}: {first_line(exc)}")
     if url:
         try:
             resp = requests.get(url, timeout=timeout)
@@ -144,10 +151,12 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     import uvicorn  # noqa: PLC0415
 
     from stacdrop.api.app import create_app  # noqa: PLC0415
+    from stacdrop.logs import uvicorn_log_config  # noqa: PLC0415
 
     settings = ctx.settings
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=settings.api_port if port is None else port,
-                log_level=settings.log_level.lower(), proxy_headers=False)
+                log_level=settings.log_level.lower(), proxy_headers=False,
+                log_config=uvicorn_log_config(secrets_of(settings)))  # access log: paths without query strings
 
 
 # -- settings and explain -----------------------------------------------------------------------------
@@ -211,7 +220,7 @@ def jobs(ctx: Context, state: str | None, stage: str | None, collection: str | N
     found = ctx.ledger().list_jobs(state=state, stage=stage, collection=collection, error_class=error_class,
                                    since=_parse_since(since), limit=limit)
     if as_json:
-        click.echo(json.dumps([j.as_dict() for j in found], indent=2))
+        click.echo(json.dumps(ctx.shown([j.as_dict() for j in found]), indent=2))
         return
     rows = [[j.id, j.state, j.stage, j.step, j.collection, j.item_id, j.source_key,
              (j.error or "")[:80]] for j in found]
@@ -228,9 +237,9 @@ def job(ctx: Context, job_id: str, as_json: bool) -> None:
     if found is None:
         raise click.ClickException(f"no job {job_id}")
     if as_json:
-        click.echo(json.dumps(found.as_dict(), indent=2))
+        click.echo(json.dumps(ctx.shown(found.as_dict()), indent=2))
         return
-    data = found.as_dict()
+    data = ctx.shown(found.as_dict())
     events = data.pop("events")
     for key, value in data.items():
         if value not in (None, {}, ""):
@@ -412,7 +421,7 @@ def dlq_list(ctx: Context, stage: str | None, error_class: str | None, collectio
     with ctx.bus() as bus:
         letters = bus.dead_letters(_dlq_filter((), stage, error_class, collection, since))
     if as_json:
-        click.echo(json.dumps([_letter_dict(d) for d in letters], indent=2))
+        click.echo(json.dumps(ctx.shown([_letter_dict(d) for d in letters]), indent=2))
         return
     rows = [[d.id, d.queue, d.envelope.job_id, d.collection, d.error_class, d.attempts,
              d.dead_at.isoformat()[:19], d.error[:90]] for d in letters]
@@ -435,7 +444,7 @@ def dlq_show(ctx: Context, letter_id: str) -> None:
         letter = bus.get_dead_letter(letter_id)
     if letter is None:
         raise click.ClickException(f"no dead letter {letter_id}")
-    click.echo(json.dumps(_letter_dict(letter), indent=2))
+    click.echo(json.dumps(ctx.shown(_letter_dict(letter)), indent=2))
 
 
 @dlq.command("replay")

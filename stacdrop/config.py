@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from stacdrop.errors import ConfigError
+from stacdrop.redact import MASK, redact_setting, secrets_of
 
 RESAMPLINGS = ("nearest", "mode", "average", "bilinear", "cubic", "cubicspline", "lanczos", "rms", "gauss")
 
@@ -170,25 +171,13 @@ class Settings(BaseModel):
             raise ConfigError(f"collections.{collection_id}: {exc}") from None
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets replaced by '***'."""
+        """The effective settings as plain data for the operator: secret settings replaced by '***', URL
+        passwords and query values masked (``user:***@``), any secret value found elsewhere masked too."""
         data = self.model_dump(mode="json")
         for name in SECRET_FIELDS:
             if data.get(name):
-                data[name] = "***"
-        for name in ("broker", "ledger", "stac", "store", "inbox", "s3_events_amqp"):
-            if data[name]:
-                data[name] = mask_url(data[name])
-        return data
-
-
-def mask_url(url: str) -> str:
-    """Hide the password in ``scheme://user:password@host``."""
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.split("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
+                data[name] = MASK
+        return redact_setting(data, secrets_of(self))
 
 
 ENV_PREFIX = "STACDROP_"

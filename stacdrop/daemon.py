@@ -22,6 +22,7 @@ from stacdrop.config import Settings
 from stacdrop.intake import Intake
 from stacdrop.ledger import Ledger
 from stacdrop.probes import check_stac, check_store
+from stacdrop.redact import secrets_of
 from stacdrop.retry import RetryPolicy
 from stacdrop.runtime import StageRunner
 
@@ -50,7 +51,7 @@ class Daemon:
         self.workers = workers
         self.stop = threading.Event()
         self.bus = open_bus_for(settings)
-        self.ledger = Ledger(settings.ledger)
+        self.ledger = Ledger(settings.ledger, secrets=secrets_of(settings))
         self.policy = RetryPolicy.from_settings(settings)
         self.threads: list[threading.Thread] = []
         self.children: list[multiprocessing.process.BaseProcess] = []
@@ -169,7 +170,7 @@ def _child_processor(settings_data: dict) -> None:
     from stacdrop.logs import configure_logging  # noqa: PLC0415
 
     settings = Settings(**settings_data)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, secrets_of(settings))
     daemon = Daemon(settings, roles=("process",), workers=1)
     daemon.install_signal_handlers()
     daemon.start()

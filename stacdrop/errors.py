@@ -142,6 +142,12 @@ class ConfigError(PermanentError):
     error_class = "config"
 
 
+class MissingCredentials(ConfigError):
+    """A backend needs credentials that no setting provides (S3 without a key pair)."""
+
+    error_class = "missing_credentials"
+
+
 class StoreError(TransientError):
     error_class = "store"
     dependency = "store"

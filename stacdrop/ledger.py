@@ -3,6 +3,11 @@
 SQLAlchemy Core, so ``sqlite:///data/ledger.db`` (the default) and ``postgresql://...`` (shared by many
 hosts) both work. A job is created when a source (a raster with its sidecar, or a collection.json) is
 submitted; the same source with the same content makes no second job, changed content makes a new one.
+
+Every error and event message is redacted (``stacdrop.redact``) as it is written, whoever records it (the
+stage runtime, the CLI, the intake): the ledger is read by the API, the CLI and backups, so a URL password,
+a presigned signature or a secret setting never reaches it. ``Ledger(url, secrets=secrets_of(settings))``
+adds the configured secrets to what is masked.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -28,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from stacdrop.messages import utcnow
 from stacdrop.private_files import create_private_file, open_private_file, private_dir, sqlite_path
+from stacdrop.redact import redact_text
 
 metadata = sa.MetaData()
 
@@ -238,8 +244,9 @@ GUARDED = {"state", "stage", "step", "finished_at", "error_class", "error"}
 
 
 class Ledger:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, secrets: Iterable[str] = ()) -> None:
         self.url = normalise_db_url(url)
+        self.secrets = tuple(secrets)
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             db_file = sqlite_path(self.url)
@@ -307,8 +314,8 @@ class Ledger:
                     created_at=now, updated_at=now,
                 )
             )
-            conn.execute(events.insert().values(job_id=job_id, at=now, stage="watch", step="queued",
-                                                status="created", message=f"{kind} {source_key} from {origin}"))
+            conn.execute(events.insert().values(job_id=job_id, at=now, stage="watch", step="queued", status="created",
+                                                message=self.redact(f"{kind} {source_key} from {origin}")))
         # The row just written, without reading it back.
         job = Job(
             id=job_id, kind=kind, source=source, source_key=source_key, content_key=content_key,
@@ -376,12 +383,14 @@ class Ledger:
         rows: list[dict[str, Any]] = []
         for rec in records:
             values = _job_values(rec, now)
+            if values.get("error"):
+                values["error"] = self.redact(values["error"])
             columns = tuple(sorted(values))
             updates.setdefault((rec.stage, columns), []).append(
                 {"b_id": rec.job_id, **{f"b_{c}": values[c] for c in columns}})
-            rows.extend(_event_row(rec.job_id, e) for e in rec.before)
+            rows.extend(self._event_row(rec.job_id, e) for e in rec.before)
             rows.append(dict(job_id=rec.job_id, at=now, stage=rec.stage, step=rec.step, status=rec.status,
-                             attempt=rec.attempt, error_class=rec.error_class, message=rec.message))
+                             attempt=rec.attempt, error_class=rec.error_class, message=self.redact(rec.message)))
         with self.engine.begin() as conn:
             for (stage, columns), params in updates.items():
                 conn.execute(_update_statement(stage, columns), params)
@@ -391,7 +400,15 @@ class Ledger:
         """Write events recorded in memory, and set the job's current step."""
         with self.engine.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(step=step, updated_at=utcnow()))
-            conn.execute(events.insert(), [_event_row(job_id, e) for e in pending])
+            conn.execute(events.insert(), [self._event_row(job_id, e) for e in pending])
+
+    def redact(self, text: str | None) -> str | None:
+        """``text`` as the ledger stores it: URL passwords, signatures and this ledger's secrets masked."""
+        return redact_text(text, self.secrets) if text else text
+
+    def _event_row(self, job_id: str, event: PendingEvent) -> dict[str, Any]:
+        return dict(job_id=job_id, at=event.at, stage=event.stage, step=event.step, status=event.status,
+                    attempt=event.attempt, error_class=event.error_class, message=self.redact(event.message))
 
     def list_jobs(
         self,
@@ -576,11 +593,6 @@ def _update_statement(stage: str, columns: tuple[str, ...]) -> sa.Update:
         values[column] = sa.case((ahead, jobs.c[column]), else_=param) if ahead is not None and column in GUARDED \
             else param
     return jobs.update().where(jobs.c.id == sa.bindparam("b_id")).values(values)
-
-
-def _event_row(job_id: str, event: PendingEvent) -> dict[str, Any]:
-    return dict(job_id=job_id, at=event.at, stage=event.stage, step=event.step, status=event.status,
-                attempt=event.attempt, error_class=event.error_class, message=event.message)
 
 
 def normalise_db_url(url: str) -> str:

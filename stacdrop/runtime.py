@@ -282,6 +282,9 @@ class StageRunner:
             frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
             where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
             text = f"{type(exc).__name__}: {text}{where}"
+        # Once, before the text goes to the log, the ledger and the bus (retry history, dead letter): an
+        # exception's text may carry a URL with its password or a presigned signature.
+        text = self.ledger.redact(text) or text
         uncounted = self._uncounted_delay(delivery.envelope, exc, error_class)
         if uncounted is not None:
             # Not the job's fault (another live worker holds it, its source host is down): back on the queue,

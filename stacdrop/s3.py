@@ -1,19 +1,30 @@
 """S3 access shared by the stages: one client factory, one URL parser, one GDAL environment.
 
-Credentials come from the standard AWS chain (environment, profile, instance role); settings
-``aws_access_key_id`` / ``aws_secret_access_key`` (or the original system's ``ARBUTUS_OBJECT_ACCESS_ID`` /
-``ARBUTUS_OBJECT_ACCESS_KEY``) and ``aws_endpoint_url`` (or ``AWS_ENDPOINT_URL``, for Ceph, MinIO, moto)
-override it. Secrets never leave this module in logs or error messages.
+Credentials come from settings ``aws_access_key_id`` / ``aws_secret_access_key`` (or the original
+system's ``ARBUTUS_OBJECT_ACCESS_ID`` / ``ARBUTUS_OBJECT_ACCESS_KEY``), else from the AWS chain *without
+its metadata services*: the environment (``AWS_ACCESS_KEY_ID`` ...), the shared credentials and config
+files, ``credential_process``. ``aws_endpoint_url`` (or ``AWS_ENDPOINT_URL``, for Ceph, MinIO, moto) picks
+the endpoint. Secrets never leave this module in logs or error messages.
+
+No metadata service is ever queried. boto3's chain would otherwise ask the EC2 instance metadata
+address (169.254.169.254) and the ECS/EKS container credentials endpoint for the host's role when nothing
+else is configured: a submitted ``s3://`` URL would then be read with whatever role the machine has, and
+the request itself reaches an internal service. ``s3_client`` removes those providers from the chain and
+sets ``AWS_EC2_METADATA_DISABLED=true`` for the process (assume-role credential sources and the IMDS
+region lookup read only that); with no credentials at all it raises ``MissingCredentials`` naming the
+settings, so an ``s3://`` submission is a 422 and an ``s3://`` job a permanent, explained failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from stacdrop.config import Settings
+from stacdrop.errors import MissingCredentials
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -27,21 +38,51 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
+# The chain's providers that ask a metadata service (botocore's names for them).
+METADATA_PROVIDERS = ("iam-role", "container-role")
+MISSING_CREDENTIALS = (
+    "no S3 credentials configured: set aws_access_key_id and aws_secret_access_key (STACDROP_AWS_ACCESS_KEY_ID "
+    "and STACDROP_AWS_SECRET_ACCESS_KEY, or ARBUTUS_OBJECT_ACCESS_ID and ARBUTUS_OBJECT_ACCESS_KEY); "
+    "instance and container metadata services are never used"
+)
+
+
 def _credentials(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if settings.aws_access_key_id and settings.aws_secret_access_key:
-        kwargs["aws_access_key_id"] = settings.aws_access_key_id.get_secret_value()
-        kwargs["aws_secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
-    return kwargs
+    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    if bool(key_id) != bool(secret):
+        missing = "aws_secret_access_key (STACDROP_AWS_SECRET_ACCESS_KEY or ARBUTUS_OBJECT_ACCESS_KEY)" if key_id \
+            else "aws_access_key_id (STACDROP_AWS_ACCESS_KEY_ID or ARBUTUS_OBJECT_ACCESS_ID)"
+        raise MissingCredentials(f"incomplete S3 credentials: {missing} is not set")
+    if key_id and secret:
+        return {"aws_access_key_id": key_id.get_secret_value(), "aws_secret_access_key": secret.get_secret_value()}
+    return {}
+
+
+def _session(settings: Settings) -> Any:
+    """A boto3 session whose credential chain asks no metadata service; MissingCredentials if it finds none."""
+    import boto3  # noqa: PLC0415 - only S3 deployments pay for the import
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    session = boto3.session.Session(**_credentials(settings))
+    resolver = session._session.get_component("credential_provider")  # noqa: SLF001 - boto3 exposes no other way
+    for name in METADATA_PROVIDERS:
+        resolver.remove(name)  # silent when absent
+    try:
+        found = session.get_credentials()
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
+        raise MissingCredentials(f"{MISSING_CREDENTIALS} ({exc})") from None
+    if found is None:
+        raise MissingCredentials(MISSING_CREDENTIALS)
+    return session
 
 
 def s3_client(settings: Settings, **config: Any) -> Any:
-    """A boto3 S3 client for the configured endpoint and credentials."""
-    import boto3  # noqa: PLC0415 - only S3 deployments pay for the import
+    """A boto3 S3 client for the configured endpoint and credentials. Raises MissingCredentials (a
+    permanent ConfigError naming the settings) when there are none; never asks a metadata service."""
     from botocore.config import Config  # noqa: PLC0415
 
-    session = boto3.session.Session(**_credentials(settings))
-    return session.client(
+    return _session(settings).client(
         "s3",
         endpoint_url=settings.aws_endpoint_url or None,
         config=Config(**{"retries": {"max_attempts": 5, "mode": "standard"}, **config}),  # callers may set retries

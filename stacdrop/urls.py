@@ -27,7 +27,7 @@ The policy (``settings.allowed_hosts``):
   that port only, compared with the URL's effective port (80 or 443 when it names none);
 - ``s3://`` URLs go to the configured S3 endpoint, so the bucket is all they choose.
 
-Refusals are ``UnsafeURL`` (permanent). Messages show URLs through ``redact_url``: no user info, no query.
+Refusals are ``UnsafeURL`` (permanent). Messages show URLs through ``redact_url``: no password, no query value.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import Url, parse_url
 
 from stacdrop.errors import ConfigError, HostUnreachable, TooManyRedirects, UnsafeURL
+from stacdrop.redact import redact_url  # the one redaction home; re-exported for importers of stacdrop.urls
 
 __all__ = [
     "MAX_REDIRECTS", "SCHEMES", "AllowedHost", "CheckedURL", "PinnedAdapter", "SourceURL", "UnsafeURL",
@@ -65,26 +66,9 @@ _NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
 
-def redact_url(url: str) -> str:
-    """The URL without user info and query string (which may hold credentials or signatures)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
-
-
 def _shown(url: str) -> str:
-    """``redact_url`` of a URL that may be too broken for urllib.parse (it raises on a bad port)."""
-    try:
-        return redact_url(url)
-    except ValueError:
-        return "<invalid URL>"
+    """The URL as an error may show it (``stacdrop.redact.redact_url`` never raises, whatever the URL)."""
+    return redact_url(url)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from stacdrop.config import load_settings, mask_url
+from stacdrop.config import load_settings
+from stacdrop.redact import redact_url
 from stacdrop.errors import ConfigError, InvalidSidecar, classify
 from stacdrop.messages import Envelope, IngestRequest, Source
 from stacdrop.retry import RetryPolicy
@@ -76,10 +77,11 @@ def test_settings_errors_name_the_file(tmp_path) -> None:  # noqa: ANN001
         load_settings(tmp_path / "missing.toml", environ={})
 
 
-def test_mask_url() -> None:
-    assert mask_url("amqp://u:secret@h:5672/v") == "amqp://u:***@h:5672/v"
-    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert mask_url("./data/stac") == "./data/stac"
+def test_redact_url() -> None:
+    assert redact_url("amqp://u:secret@h:5672/v", keep_user=True) == "amqp://u:***@h:5672/v"
+    assert redact_url("postgresql://u@h/db", keep_user=True) == "postgresql://***@h/db"  # often a token
+    assert redact_url("amqp://u:secret@h:5672/v?heartbeat=60") == "amqp://h:5672/v?..."
+    assert redact_url("./data/stac") == "./data/stac"
 
 
 def test_retry_policy_backoff_with_jitter() -> None:

@@ -19,8 +19,10 @@ from pydantic import BaseModel, Field
 from stacdrop.api import compat, jobs, metrics, page
 from stacdrop.api.auth import BodySizeLimit
 from stacdrop.api.deps import ApiState
+from stacdrop.api.redaction import RedactResponses
 from stacdrop.config import Settings, load_settings
 from stacdrop.probes import check_stac, check_store
+from stacdrop.redact import redact_text, secrets_of
 
 class Health(BaseModel):
     status: str
@@ -41,8 +43,6 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 
 def readiness(state: ApiState) -> dict[str, str]:
-    from stacdrop.urls import redact_url  # noqa: PLC0415
-
     checks = {"broker": state.bus.stats, "ledger": state.ledger.ping,
               "store": lambda: check_store(state.settings), "stac": lambda: check_stac(state.settings)}
     out = {}
@@ -52,9 +52,8 @@ def readiness(state: ApiState) -> dict[str, str]:
             out[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which and why
             text = str(exc) or type(exc).__name__
-            # Never echo credentials a URL in an error may carry.
-            words = [redact_url(w) if "://" in w else w for w in text.split()]
-            out[name] = f"{type(exc).__name__}: {' '.join(words)}"[:300]
+            # Redacted before it is cut: a URL cut before its '@' would no longer look like one.
+            out[name] = f"{type(exc).__name__}: {redact_text(text, secrets_of(state.settings))}"[:300]
     return out
 
 
@@ -76,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(RedactResponses, secrets=secrets_of(settings))  # outermost: every answer, the 413 too
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

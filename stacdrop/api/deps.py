@@ -20,6 +20,7 @@ from stacdrop.config import Settings
 from stacdrop.errors import StacdropError
 from stacdrop.intake import Intake
 from stacdrop.ledger import Ledger
+from stacdrop.redact import secrets_of
 
 if TYPE_CHECKING:
     from publisher.sink import Sink
@@ -40,7 +41,7 @@ class ApiState:
     def open(cls, settings: Settings) -> "ApiState":
         from stacdrop.daemon import open_bus_for  # noqa: PLC0415
 
-        ledger = Ledger(settings.ledger)
+        ledger = Ledger(settings.ledger, secrets=secrets_of(settings))
         bus = open_bus_for(settings)
         try:
             bus.setup()  # idempotent; the API may start before any daemon declared the queues

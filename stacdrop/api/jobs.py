@@ -163,7 +163,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    from stacdrop.urls import redact_url  # noqa: PLC0415
+    from stacdrop.redact import redact_url  # noqa: PLC0415
 
     end = job.finished_at or utcnow()
     return {

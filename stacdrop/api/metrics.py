@@ -1,4 +1,8 @@
-"""GET /metrics: Prometheus exposition of the ledger and the bus (stacdrop/metrics.py computes it)."""
+"""GET /metrics: Prometheus exposition of the ledger and the bus (stacdrop/metrics.py computes it).
+
+Label values (collections, error classes) come from the ledger; the exposition is plain text, so
+``stacdrop.api.redaction`` masks any secret in it on the way out, as in every other answer.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """GET /: the status page (static HTML + plain JS over the JSON API, no build step), and GET /footprints.
 
 The page itself holds no data: app.js fetches /queues, /jobs, /dead-letters and /footprints and renders
-them with text nodes only (never innerHTML with API data), every few seconds.
+them with text nodes only (never innerHTML with API data), every few seconds. What it shows is what those
+answers hold, redacted on the way out (``stacdrop.api.redaction``): no password or signature reaches it.
 """
 
 from __future__ import annotations

@@ -116,7 +116,11 @@ def _head_s3(url: str, settings: Settings) -> SourceHead:
     _check_url(url, settings)
     bucket, key = parse_s3_url(url)
     try:
-        head = s3_client(settings).head_object(Bucket=bucket, Key=key)
+        client = s3_client(settings)
+    except StacdropError as exc:  # no credentials configured: the operator's to fix, named in the answer
+        raise HTTPException(422, f"source {redact_url(url)}: {exc}") from None
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
