@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, assume, given, settings as hsettings, strate
 
 from tests.api_server import ApiServer, FileServer
 from tests.daemon import STACDROP, DaemonProcess, base_env, bus_for, ledger_for, wait_until
-from tests.rasters import write_geotiff
 from tests.services import free_port
 
 # A password as an operator pastes it into a URL setting, unescaped '/', '@', ':' and an escape.
@@ -310,14 +309,6 @@ def metadata() -> Iterator[CountingServer]:
     server = CountingServer()
     yield server
     server.close()
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    root = tmp_path_factory.mktemp("www")
-    write_geotiff(root / "ok.tif", width=16, height=16)
-    with FileServer(root) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
