@@ -33,7 +33,8 @@ from processor.metadata import read_raster_metadata  # noqa: E402
 import processor.stage as stage_mod  # noqa: E402
 from processor.stage import process_raster  # noqa: E402
 from processor.store import LocalStore, sha256_file  # noqa: E402
-from processor.validate import check_blocks_readable, tiff_layout, validate_input  # noqa: E402
+from processor.tiff import tiff_layout  # noqa: E402
+from processor.validate import check_blocks_readable, validate_input  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
 from stacdrop.messages import IngestRequest, Source  # noqa: E402
 

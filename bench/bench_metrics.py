@@ -1,4 +1,4 @@
-"""Cost of a /metrics scrape (stacdrop/metrics.py) and of GET /footprints on a large PostgreSQL ledger.
+"""Cost of a /metrics scrape (stacdrop/app/metrics.py) and of GET /footprints on a large PostgreSQL ledger.
 
 Creates a fresh database, lets ``Ledger`` create its schema, then fills it with SQL (generate_series, no
 Python loop): N jobs (default 200,000: one collection is up to 229,000 items) with the event history a
@@ -28,9 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stacdrop.api.page import latest_footprints  # noqa: E402
+from stacdrop.app.api.page import latest_footprints  # noqa: E402
 from stacdrop.ledger import Ledger  # noqa: E402
-from stacdrop.metrics import StacdropCollector  # noqa: E402
+from stacdrop.app.metrics import StacdropCollector  # noqa: E402
 
 FILL_JOBS = """
 INSERT INTO jobs (id, kind, source, source_key, content_key, collection, item_id, origin, priority, state,

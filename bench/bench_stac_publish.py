@@ -121,7 +121,7 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
     import threading  # noqa: PLC0415
 
     from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
-    from stacdrop.daemon import open_bus_for  # noqa: PLC0415
+    from stacdrop.app.components import open_bus as open_bus_for  # noqa: PLC0415
     from stacdrop.ledger import PUBLISHED, Ledger  # noqa: PLC0415
     from stacdrop.messages import PUBLISH_QUEUE, Envelope  # noqa: PLC0415
     from stacdrop.retry import RetryPolicy  # noqa: PLC0415

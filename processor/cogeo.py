@@ -19,7 +19,8 @@ from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
 from stacdrop.errors import DiskFull, InvalidRaster, SourceNotFound, TransientError
-from processor.validate import TiffLayout, TiffStructureError, _gdal_msg, check_blocks_readable, tiff_layout
+from processor.tiff import TiffLayout, TiffStructureError, tiff_layout
+from processor.validate import check_blocks_readable, gdal_message
 
 BLOCKSIZE = 512
 # Overviews are regenerated with the collection's resampling even when the input has some: an input's
@@ -92,7 +93,7 @@ def convert_to_cog(
 
 def _blame(src: str, dst: str, name: str, exc: BaseException) -> Exception:
     """Decide whether a failed conversion is the input's fault (permanent) or ours (transient)."""
-    message = _gdal_msg(exc)
+    message = gdal_message(exc)
     if disk_full(os.path.dirname(os.path.abspath(dst)), message):
         return DiskFull(f"{name}: COG conversion failed: no space left on device ({os.path.dirname(dst)}): {message}")
     if not os.path.exists(src):
@@ -203,4 +204,4 @@ def check_output(path: str) -> None:
     except TiffStructureError as exc:
         raise OutputCheckFailed(f"{path}: the written COG is broken: {exc}") from None
     except (CPLE_BaseError, RasterioError, OSError) as exc:
-        raise OutputCheckFailed(f"{path}: the written COG does not read back: {_gdal_msg(exc)}") from None
+        raise OutputCheckFailed(f"{path}: the written COG does not read back: {gdal_message(exc)}") from None

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from stacdrop.errors import RasterTooLarge, SuspiciousRaster
 
-from processor.validate import TiffLayout
+from processor.tiff import TiffLayout
 
 OVERVIEW_FACTOR = 1.34  # a full pyramid of /2 overviews adds 1/3 of the full resolution
 _DEFLATE = (8, 32946)

@@ -14,8 +14,6 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlparse
 
 from stacdrop.errors import ConfigError, PermanentError, StoreError
 from stacdrop.messages import StoredObject
@@ -232,22 +230,3 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-def open_store(url: str, settings: Any = None) -> Store:
-    """LocalStore for a plain path or ``file://``, S3Store for ``s3://bucket/prefix``."""
-    public_url = getattr(settings, "public_url", None) if settings is not None else None
-    if "://" not in url:
-        return LocalStore(url, public_url=public_url)
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ConfigError(f"store {url!r}: file:// URLs must point at this machine")
-        return LocalStore(unquote(parsed.path), public_url=public_url)
-    if parsed.scheme == "s3":
-        from processor.s3store import open_s3_store  # noqa: PLC0415 - only S3 deployments import boto3
-
-        if not parsed.netloc:
-            raise ConfigError(f"store {url!r}: no bucket (use s3://bucket/prefix)")
-        return open_s3_store(url, settings)
-    raise ConfigError(f"store {url!r}: unsupported scheme {parsed.scheme!r} (use a local directory or s3://)")

@@ -2,6 +2,7 @@
 
 from publisher.derive import DerivedItem, derive_item
 from publisher.footprint import footprint_wgs84
+from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink
 from publisher.sink import Sink
 from publisher.stage import PublishResult, publish_collection, publish_raster
 from publisher.static_catalog import StaticCatalog
@@ -10,6 +11,7 @@ from publisher.validation import InvalidCollection, validate_collection, validat
 
 __all__ = [
     "DerivedItem", "InvalidCollection", "KeyTemplate", "PublishResult", "Sink", "StaticCatalog",
-    "compile_template", "derive_item", "footprint_wgs84", "publish_collection", "publish_raster",
+    "compile_template", "derive_item", "footprint_wgs84", "make_publish_batch_handler", "make_publish_handler",
+    "open_sink", "publish_collection", "publish_raster",
     "validate_collection", "validate_item",
 ]

@@ -3,7 +3,7 @@
 Everything stacdrop writes where someone else can read it passes through here: log lines (the structlog
 chain and the stdlib handlers, stacdrop/logs.py), ``stacdrop config``, job errors and events (the ledger
 and the dead letters, stacdrop/ledger.py and stacdrop/runtime.py), and every JSON or text answer of the
-API (/status ``_param``, /jobs, /dead-letters, /metrics, the status page's data: stacdrop/api/redaction.py).
+API (/status ``_param``, /jobs, /dead-letters, /metrics, the status page's data: stacdrop/app/api/redaction.py).
 
 Two ways to recognise a secret, used together:
 

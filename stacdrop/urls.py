@@ -15,7 +15,7 @@ beaten by a DNS server that answers differently the second time (DNS rebinding).
    address. ``PinnedAdapter`` (a requests transport adapter) connects to one of those addresses and nothing
    else, with the Host header, TLS SNI and the certificate check on the host name.
 3. **At every hop.** ``open_source_url`` follows redirects itself, at most ``MAX_REDIRECTS``, each hop through
-   1 and 2. The API's HEAD (stacdrop/api/submit.py) and the processor's GET (processor/fetch.py) both use it.
+   1 and 2. The API's HEAD (stacdrop/app/api/submit.py) and the processor's GET (processor/fetch.py) both use it.
 
 The policy (``settings.allowed_hosts``):
 - schemes http, https and s3 only, at every hop; a redirect to s3:// is not followed;

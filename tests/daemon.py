@@ -15,7 +15,7 @@ from typing import Any
 from stacdrop.bus import open_bus
 from stacdrop.ledger import Job, Ledger
 
-STACDROP = [sys.executable, "-m", "stacdrop.cli"]
+STACDROP = [sys.executable, "-m", "stacdrop.app.cli"]
 
 
 def base_env(root: Path, **overrides: Any) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stacdrop.api.compat import original_operation, source_url
+from stacdrop.app.api.compat import original_operation, source_url
 from stacdrop.ledger import ORIGINAL_STEPS, Job
 from tests.api_server import ApiServer, FileServer
 from tests.daemon import base_env

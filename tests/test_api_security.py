@@ -104,7 +104,7 @@ def test_bad_submissions_name_the_reason(api: ApiServer, files: FileServer) -> N
 def test_stac_api_server_must_be_the_configured_one() -> None:
     from fastapi import HTTPException
 
-    from stacdrop.api.submit import check_stac_server
+    from stacdrop.app.api.submit import check_stac_server
     from stacdrop.config import Settings
 
     settings = Settings(stac="https://stac.example.org/stac")

@@ -1,4 +1,4 @@
-"""Catalog backups and restore (stacdrop/backup.py) on the real PostgreSQL + pgstac + stac-fastapi-pgstac.
+"""Catalog backups and restore (stacdrop/app/backup.py) on the real PostgreSQL + pgstac + stac-fastapi-pgstac.
 
 The module has its own catalog database and STAC API (tests/stac_api.py): restores swap that database.
 """
@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import requests
 
-from stacdrop.backup import BackupError, backup, drop_old, kept_databases, list_archives, restore
+from stacdrop.app.backup import BackupError, backup, drop_old, kept_databases, list_archives, restore
 from stacdrop.config import Settings
 from tests.services import ServiceUnavailable
 from tests.stac_api import StacApiServer, check_available
@@ -262,7 +262,7 @@ def test_restore_stream_fixes_only_the_session_search_path():
     """Unit test of the stream filter: pg_dump's empty search_path becomes pgstac's, COPY data never changes."""
     import io
 
-    from stacdrop.backup import _copy_fixing_search_path
+    from stacdrop.app.backup import _copy_fixing_search_path
 
     empty = b"SELECT pg_catalog.set_config('search_path', '', false);\n"
     script = (empty + b"CREATE TABLE pgstac.t (v text);\n"

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stacdrop.ledger import Ledger
-from stacdrop.metrics import EVENT_GRACE, METRIC_NAMES, StacdropCollector
+from stacdrop.app.metrics import EVENT_GRACE, METRIC_NAMES, StacdropCollector
 from tests.daemon import wait_until
 from tests.pipeline import COLLECTION, flowing
 from tests.services import delete_rabbit_prefix, unique_prefix

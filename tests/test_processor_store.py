@@ -13,8 +13,9 @@ import rasterio
 from processor import store as store_mod
 from processor.cogeo import ConversionFailed, convert_to_cog
 from processor.metadata import read_raster_metadata
-from processor.store import InvalidStoreKey, LocalStore, check_key, open_store, store_key
-from processor.validate import TiffStructureError, tiff_layout
+from processor.store import InvalidStoreKey, LocalStore, check_key, store_key
+from processor.stores import open_store
+from processor.tiff import TiffStructureError, tiff_layout
 from stacdrop.config import Settings
 from stacdrop.errors import ConfigError, PermanentError, StoreError
 from tests.rasters import write_geotiff

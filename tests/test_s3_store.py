@@ -13,7 +13,8 @@ import pytest
 from botocore.config import Config
 
 from processor.s3store import S3Store
-from processor.store import COG_MEDIA_TYPE, open_store
+from processor.store import COG_MEDIA_TYPE
+from processor.stores import open_store
 from stacdrop.config import Settings
 from stacdrop.errors import StoreError
 from tests.s3proxy import Proxy

@@ -222,7 +222,7 @@ def test_api_middleware_redacts_json_and_text_answers() -> None:
     from starlette.routing import Route  # noqa: PLC0415
     from starlette.testclient import TestClient  # noqa: PLC0415
 
-    from stacdrop.api.redaction import RedactResponses  # noqa: PLC0415
+    from stacdrop.app.api.redaction import RedactResponses  # noqa: PLC0415
 
     metrics = f'stacdrop_jobs{{collection="{STAC_TOKEN}"}} 1.0\n'
     app = Starlette(routes=[

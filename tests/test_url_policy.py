@@ -304,7 +304,7 @@ def test_dns_rebinding_processor(internal: Recorder, tmp_path: Path, monkeypatch
 def test_dns_rebinding_api_head(internal: Recorder, monkeypatch: pytest.MonkeyPatch, first: int) -> None:
     from fastapi import HTTPException
 
-    from stacdrop.api.submit import head_source
+    from stacdrop.app.api.submit import head_source
 
     monkeypatch.setattr(socket, "getaddrinfo", RebindingResolver("rebind.example", first))
     with pytest.raises(HTTPException) as err:

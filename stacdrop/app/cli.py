@@ -37,14 +37,14 @@ class Context:
         return redact_data(data, secrets_of(self.settings))
 
     def bus(self):  # noqa: ANN201
-        from stacdrop.daemon import open_bus_for  # noqa: PLC0415
+        from stacdrop.app.components import open_bus  # noqa: PLC0415 - stages load only for commands that need them
 
-        return open_bus_for(self.settings)
+        return open_bus(self.settings)
 
     def ledger(self):  # noqa: ANN201
-        from stacdrop.ledger import Ledger  # noqa: PLC0415
+        from stacdrop.app.components import open_ledger  # noqa: PLC0415
 
-        return Ledger(self.settings.ledger, secrets=secrets_of(self.settings))
+        return open_ledger(self.settings)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -62,7 +62,7 @@ def main(ctx: click.Context, config: str | None) -> None:
 
 # -- daemons ------------------------------------------------------------------------------------------
 def _run(ctx: Context, roles: tuple[str, ...], workers: int | None) -> None:
-    from stacdrop.daemon import Daemon  # noqa: PLC0415
+    from stacdrop.app.daemon import Daemon  # noqa: PLC0415
 
     daemon = Daemon(ctx.settings, roles=roles, workers=workers or ctx.settings.workers)
     daemon.install_signal_handlers()
@@ -150,7 +150,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve the HTTP API, /metrics and the status page (run the daemon beside it for work to flow)."""
     import uvicorn  # noqa: PLC0415
 
-    from stacdrop.api.app import create_app  # noqa: PLC0415
+    from stacdrop.app.api.app import create_app  # noqa: PLC0415
     from stacdrop.logs import uvicorn_log_config  # noqa: PLC0415
 
     settings = ctx.settings
@@ -173,7 +173,7 @@ def show_config(ctx: Context) -> None:
 @pass_ctx
 def explain(ctx: Context, path: str, as_json: bool) -> None:
     """Print the item PATH would get and which rule produced each field; processes nothing."""
-    from stacdrop.explain import explain_file  # noqa: PLC0415
+    from stacdrop.app.explain import explain_file  # noqa: PLC0415
 
     try:
         derived = explain_file(path, ctx.settings)
@@ -191,7 +191,7 @@ def explain(ctx: Context, path: str, as_json: bool) -> None:
 # -- jobs -----------------------------------------------------------------------------------------------
 def _parse_since(value: str | None) -> datetime | None:
     """``2026-11-27``, an ISO datetime, or a duration like ``30m``, ``2h``, ``7d``."""
-    from stacdrop.deadletters import parse_since  # noqa: PLC0415
+    from stacdrop.app.deadletters import parse_since  # noqa: PLC0415
 
     try:
         return parse_since(value)
@@ -275,8 +275,8 @@ def collection_push(ctx: Context, file: str) -> None:
     import hashlib  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from publisher.handler import open_sink  # noqa: PLC0415
-    from publisher.stage import publish_collection  # noqa: PLC0415
+    from publisher import publish_collection  # noqa: PLC0415
+    from stacdrop.app.components import open_sink  # noqa: PLC0415
     from stacdrop.ledger import FAILED, PUBLISHED  # noqa: PLC0415
     from stacdrop.messages import CollectionUpdate, Source  # noqa: PLC0415
 
@@ -312,7 +312,7 @@ def collection_push(ctx: Context, file: str) -> None:
 @pass_ctx
 def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) -> None:
     """Delete an item from the catalog (and its COG with --delete-cog); recorded in the ledger."""
-    from publisher.handler import open_sink  # noqa: PLC0415
+    from stacdrop.app.components import open_sink  # noqa: PLC0415
     from stacdrop.ledger import FAILED, PUBLISHED, UNPUBLISHED  # noqa: PLC0415
 
     ledger = ctx.ledger()
@@ -336,9 +336,9 @@ def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) 
         if not keys:
             notes.append("no COG deleted: no published job of this item records a store key")
         else:
-            from processor.store import open_store  # noqa: PLC0415
+            from stacdrop.app.components import open_store  # noqa: PLC0415
 
-            store = open_store(ctx.settings.store, ctx.settings)
+            store = open_store(ctx.settings)
             try:
                 for key in dict.fromkeys(keys):
                     store.delete(key)
@@ -457,7 +457,7 @@ def dlq_show(ctx: Context, letter_id: str) -> None:
 def dlq_replay(ctx: Context, ids: tuple[str, ...], all_: bool, stage: str | None, error_class: str | None,
                collection: str | None, since: str | None, dry_run: bool, rate: float | None) -> None:
     """Put dead letters back on their queue; the replay is recorded on each job."""
-    from stacdrop.deadletters import replay_dead_letters  # noqa: PLC0415
+    from stacdrop.app.deadletters import replay_dead_letters  # noqa: PLC0415
 
     if not (ids or all_ or stage or error_class or collection or since):
         raise click.UsageError("name dead letter ids, or --all, or filters")
@@ -493,7 +493,7 @@ def dlq_purge(ctx: Context, ids: tuple[str, ...], all_: bool, stage: str | None,
     click.echo(f"purged {len(purged)} dead letter(s)")
 
 
-# -- catalog backups (stacdrop/backup.py) ---------------------------------------------------------------
+# -- catalog backups (stacdrop/app/backup.py) ---------------------------------------------------------------
 @main.group(invoke_without_command=True)
 @click.option("--to", "dest", default=None, help="Directory or s3://bucket/prefix (default: settings.backup_dir).")
 @click.option("--keep", type=click.IntRange(min=1), default=None, help="Archives kept (default: settings.backup_keep, 30).")
@@ -502,7 +502,7 @@ def backup(click_ctx: click.Context, dest: str | None, keep: int | None) -> None
     """Dump the pgstac catalog (settings.catalog_dsn) and prune old archives; `backup list` shows them."""
     if click_ctx.invoked_subcommand is not None:
         return
-    from stacdrop.backup import backup as run_backup, human_size  # noqa: PLC0415
+    from stacdrop.app.backup import backup as run_backup, human_size  # noqa: PLC0415
 
     ctx: Context = click_ctx.obj
     try:
@@ -520,7 +520,7 @@ def backup(click_ctx: click.Context, dest: str | None, keep: int | None) -> None
 @pass_ctx
 def backup_list(ctx: Context, dest: str | None, as_json: bool) -> None:
     """The archives, oldest first: name, size, date (UTC, when the dump was taken)."""
-    from stacdrop.backup import human_size, list_archives  # noqa: PLC0415
+    from stacdrop.app.backup import human_size, list_archives  # noqa: PLC0415
 
     try:
         archives = list_archives(ctx.settings, dest)
@@ -545,7 +545,7 @@ def restore(ctx: Context, archive: str | None, database: str | None, drop_old: s
     """Restore ARCHIVE (path, s3:// URL or a name from `backup list`) into a new database, check it, then
     swap it in place of the live catalog, keeping the old one. Needs a superuser catalog_dsn. Stop the
     publisher first; stac-fastapi-pgstac reconnects by itself (docs/operations-backup.md)."""
-    from stacdrop import backup as lib  # noqa: PLC0415
+    from stacdrop.app import backup as lib  # noqa: PLC0415
 
     if sum(bool(x) for x in (archive, drop_old, list_old)) != 1:
         raise click.UsageError("give one of ARCHIVE, --drop-old NAME or --list-old")

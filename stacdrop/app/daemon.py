@@ -16,24 +16,19 @@ from pathlib import Path
 
 import structlog
 
-from stacdrop.bus import open_bus
-from stacdrop.bus.base import Bus
+from processor import make_process_handler
+from publisher import make_publish_batch_handler, make_publish_handler
+from stacdrop.app import components
 from stacdrop.config import Settings
 from stacdrop.intake import Intake
-from stacdrop.ledger import Ledger
 from stacdrop.probes import check_stac, check_store
 from stacdrop.redact import secrets_of
 from stacdrop.retry import RetryPolicy
 from stacdrop.runtime import StageRunner
+from watcher import LocalInbox, S3Inbox
 
-log = structlog.get_logger("stacdrop.daemon")
+log = structlog.get_logger("stacdrop.app.daemon")
 ROLES = ("watch", "process", "publish")
-
-
-def open_bus_for(settings: Settings) -> Bus:
-    if settings.broker.startswith("amqp"):
-        return open_bus(settings.broker, prefix=settings.queue_prefix)
-    return open_bus(settings.broker, lease_seconds=settings.lease_seconds)
 
 
 def workdir_for(settings: Settings) -> Path:
@@ -50,24 +45,20 @@ class Daemon:
         self.roles = tuple(roles)
         self.workers = workers
         self.stop = threading.Event()
-        self.bus = open_bus_for(settings)
-        self.ledger = Ledger(settings.ledger, secrets=secrets_of(settings))
+        self.bus = components.open_bus(settings)
+        self.ledger = components.open_ledger(settings)
         self.policy = RetryPolicy.from_settings(settings)
         self.threads: list[threading.Thread] = []
         self.children: list[multiprocessing.process.BaseProcess] = []
 
     # -- roles ----------------------------------------------------------------------------------------
     def _watch(self) -> None:
-        from watcher.inbox import LocalInbox  # noqa: PLC0415 - stage code is imported only by its role
-
         intake = Intake(self.ledger, self.bus)
         recovered = intake.recover()
         if recovered:
             log.warning("re-enqueued jobs interrupted before reaching the bus", count=recovered)
         inbox = self.settings.inbox
         if inbox.startswith("s3://"):
-            from watcher.s3 import S3Inbox  # noqa: PLC0415
-
             S3Inbox(inbox, self.settings, intake).run(self.stop)
             return
         root = Path(inbox.removeprefix("file://"))
@@ -75,18 +66,13 @@ class Daemon:
         LocalInbox(root, self.settings, intake).run(self.stop)
 
     def _process(self) -> None:
-        from processor.handler import make_process_handler  # noqa: PLC0415
-        from processor.store import open_store  # noqa: PLC0415
-
-        store = open_store(self.settings.store, self.settings)
+        store = components.open_store(self.settings)
         handler = make_process_handler(self.settings, store, workdir_for(self.settings), self.ledger)
         StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy,
                     probes={"store": lambda: check_store(self.settings)}).run(self.stop)
 
     def _publish(self) -> None:
-        from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
-
-        sink = open_sink(self.settings, self.ledger)
+        sink = components.open_sink(self.settings, self.ledger)
         StageRunner(
             "publish", make_publish_handler(self.settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
             policy=self.policy, batch_handler=make_publish_batch_handler(self.settings, sink, self.ledger),

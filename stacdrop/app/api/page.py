@@ -2,7 +2,7 @@
 
 The page itself holds no data: app.js fetches /queues, /jobs, /dead-letters and /footprints and renders
 them with text nodes only (never innerHTML with API data), every few seconds. What it shows is what those
-answers hold, redacted on the way out (``stacdrop.api.redaction``): no password or signature reaches it.
+answers hold, redacted on the way out (``stacdrop.app.api.redaction``): no password or signature reaches it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from stacdrop.api.auth import require_read
-from stacdrop.api.deps import ApiState, get_state
-from stacdrop.api.jobs import ERRORS
+from stacdrop.app.api.auth import require_read
+from stacdrop.app.api.deps import ApiState, get_state
+from stacdrop.app.api.jobs import ERRORS
 from stacdrop.ledger import PUBLISHED, Ledger, jobs
 
 router = APIRouter()

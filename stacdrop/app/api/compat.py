@@ -15,10 +15,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from stacdrop.api.auth import require_read, require_write
-from stacdrop.api.deps import ApiState, get_state
-from stacdrop.api.jobs import ERRORS, ErrorBody, decode_cursor, encode_cursor
-from stacdrop.api.submit import JsonBodyRoute, check_stac_server, key_for, submit_url
+from stacdrop.app.api.auth import require_read, require_write
+from stacdrop.app.api.deps import ApiState, get_state
+from stacdrop.app.api.jobs import ERRORS, ErrorBody, decode_cursor, encode_cursor
+from stacdrop.app.api.submit import JsonBodyRoute, check_stac_server, key_for, submit_url
 from stacdrop.ledger import FAILED, ORIGINAL_STEPS, PUBLISHED, SKIPPED, UNPUBLISHED, Job
 
 FINISHED = "PROCESS FINISHED"

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
-from stacdrop.api.deps import ApiState
+from stacdrop.app.api.deps import ApiState
 from stacdrop.config import Settings
 from stacdrop.errors import HostUnreachable, StacdropError
 from stacdrop.messages import Priority, Source

@@ -14,11 +14,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stacdrop.api.auth import require_read, require_write
-from stacdrop.api.deps import ApiState, get_state
-from stacdrop.api.submit import JsonBodyRoute, key_for, name_from_url, submit_url
+from stacdrop.app.api.auth import require_read, require_write
+from stacdrop.app.api.deps import ApiState, get_state
+from stacdrop.app.api.submit import JsonBodyRoute, key_for, name_from_url, submit_url
 from stacdrop.bus.base import DeadLetter, DeadLetterFilter
-from stacdrop.deadletters import parse_since, replay_dead_letters
+from stacdrop.app.deadletters import parse_since, replay_dead_letters
 from stacdrop.errors import StacdropError
 from stacdrop.ledger import Job
 from stacdrop.messages import utcnow
@@ -295,7 +295,7 @@ def explain(
     api: ApiState = Depends(get_state),
 ) -> dict[str, Any]:
     """The item a source at <collection>/<key> would get, field by field with its rule, without the raster."""
-    from stacdrop.explain import explain_key  # noqa: PLC0415
+    from stacdrop.app.explain import explain_key  # noqa: PLC0415
 
     try:
         return explain_key(key, collection, api.settings)

@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stacdrop.api.deps import get_settings
+from stacdrop.app.api.deps import get_settings
 from stacdrop.config import Settings
 
 # auto_error=False: a missing header is our 401 with our message, not FastAPI's 403.

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from stacdrop.bus.base import Bus
 from stacdrop.ledger import FAILED, PUBLISHED, Ledger, events, jobs
 
-log = structlog.get_logger("stacdrop.metrics")
+log = structlog.get_logger("stacdrop.app.metrics")
 
 # Stage durations: a small COG converts in a second, a continental mosaic in hours.
 STAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200)

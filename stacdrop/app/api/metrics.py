@@ -1,7 +1,7 @@
-"""GET /metrics: Prometheus exposition of the ledger and the bus (stacdrop/metrics.py computes it).
+"""GET /metrics: Prometheus exposition of the ledger and the bus (stacdrop/app/metrics.py computes it).
 
 Label values (collections, error classes) come from the ledger; the exposition is plain text, so
-``stacdrop.api.redaction`` masks any secret in it on the way out, as in every other answer.
+``stacdrop.app.api.redaction`` masks any secret in it on the way out, as in every other answer.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import threading
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from stacdrop.api.auth import require_read
-from stacdrop.api.deps import ApiState, get_state
-from stacdrop.api.jobs import ERRORS
-from stacdrop.metrics import StacdropCollector
+from stacdrop.app.api.auth import require_read
+from stacdrop.app.api.deps import ApiState, get_state
+from stacdrop.app.api.jobs import ERRORS
+from stacdrop.app.metrics import StacdropCollector
 
 router = APIRouter()
 _lock = threading.Lock()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from processor.metadata import read_raster_metadata
-from publisher.derive import DerivedItem, derive_item
+from processor import read_raster_metadata
+from publisher import DerivedItem, derive_item
 from stacdrop.config import Settings
 from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady, Source, StoredObject
 from stacdrop.sidecar import parse_sidecar

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from fastapi import Request
 
+from stacdrop.app import components
 from stacdrop.bus.base import Bus
 from stacdrop.config import Settings
 from stacdrop.errors import StacdropError
 from stacdrop.intake import Intake
 from stacdrop.ledger import Ledger
-from stacdrop.redact import secrets_of
 
 if TYPE_CHECKING:
-    from publisher.sink import Sink
+    from publisher import Sink
 
-log = structlog.get_logger("stacdrop.api")
+log = structlog.get_logger("stacdrop.app.api")
 
 
 @dataclass
@@ -39,10 +39,8 @@ class ApiState:
 
     @classmethod
     def open(cls, settings: Settings) -> "ApiState":
-        from stacdrop.daemon import open_bus_for  # noqa: PLC0415
-
-        ledger = Ledger(settings.ledger, secrets=secrets_of(settings))
-        bus = open_bus_for(settings)
+        ledger = components.open_ledger(settings)
+        bus = components.open_bus(settings)
         try:
             bus.setup()  # idempotent; the API may start before any daemon declared the queues
         except StacdropError:
@@ -57,9 +55,7 @@ class ApiState:
         """The STAC sink, opened on first use (submissions ask it whether a collection exists)."""
         with self._sink_lock:
             if self._sink is None:
-                from publisher.handler import open_sink  # noqa: PLC0415
-
-                self._sink = open_sink(self.settings)
+                self._sink = components.open_sink(self.settings)
             return self._sink
 
     def close(self) -> None:

@@ -16,10 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from stacdrop.api import compat, jobs, metrics, page
-from stacdrop.api.auth import BodySizeLimit
-from stacdrop.api.deps import ApiState
-from stacdrop.api.redaction import RedactResponses
+from stacdrop.app.api import compat, jobs, metrics, page
+from stacdrop.app.api.auth import BodySizeLimit
+from stacdrop.app.api.deps import ApiState
+from stacdrop.app.api.redaction import RedactResponses
 from stacdrop.config import Settings, load_settings
 from stacdrop.probes import check_stac, check_store
 from stacdrop.redact import redact_text, secrets_of
