@@ -116,9 +116,9 @@ def _listed_ports(prefix: str) -> dict[int, str]:
 
 
 def _close_connections_of(pid: int, prefix: str) -> int:
-    closed = 0
+    closed, ports = 0, _local_ports(pid)
     for port, name in _listed_ports(prefix).items():
-        if port in _local_ports(pid):
+        if port in ports:
             requests.delete(f"{MGMT}/connections/{requests.utils.quote(name, safe='')}",
                             auth=("guest", "guest"), headers={"X-Reason": "test: cut mid-conversion"}, timeout=10)
             closed += 1
