@@ -28,7 +28,7 @@ import rasterio  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
 from processor.s3store import S3Store  # noqa: E402
-from processor.store import COG_MEDIA_TYPE  # noqa: E402
+from stacdrop.stac_terms import MediaType  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
 from stacdrop.s3 import s3_client  # noqa: E402
 from tests.services import MotoServer  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> None:
                 while f.read(64 << 20):
                     pass
             t = time.perf_counter()
-            store.put(cog, "bench/cog.tif", content_type=COG_MEDIA_TYPE)
+            store.put(cog, "bench/cog.tif", content_type=MediaType.COG)
             times["S3Store.put"].append(time.perf_counter() - t)
             client.delete_object(Bucket="bench-cogs", Key="io/bench/cog.tif")
             t = time.perf_counter()

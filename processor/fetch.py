@@ -32,8 +32,9 @@ from urllib.parse import unquote, urlparse
 
 from stacdrop.containment import local_inbox_root, open_inbox_file
 from stacdrop.errors import (
-    ConfigError, HostUnreachable, OutsideInbox, PermanentError, SourceNotFound, TransientError,
+    ErrorClass,    ConfigError, HostUnreachable, OutsideInbox, PermanentError, SourceNotFound, TransientError,
 )
+from stacdrop.s3 import S3Failure, classify_s3_error
 from stacdrop.urls import check_source_url, open_source_url, parse_source_url, redact_url
 
 ATTEMPTS = 3
@@ -44,11 +45,11 @@ T = TypeVar("T")
 
 
 class SourceForbidden(PermanentError):
-    error_class = "source_forbidden"
+    error_class = ErrorClass.SOURCE_FORBIDDEN
 
 
 class SourceTooLarge(PermanentError):
-    error_class = "source_too_large"
+    error_class = ErrorClass.SOURCE_TOO_LARGE
 
 
 class SourceUnavailable(TransientError):
@@ -56,7 +57,7 @@ class SourceUnavailable(TransientError):
     answer at all, or said it is overloaded or down (502/503/504, 429, SlowDown), that is an outage of the
     host, not the job's fault: the runtime waits for it without spending attempts (stacdrop/runtime.py)."""
 
-    error_class = "source_unavailable"
+    error_class = ErrorClass.SOURCE_UNAVAILABLE
     outage_bounded = True
 
     def __init__(self, message: str, *, outage: bool = False) -> None:
@@ -123,7 +124,7 @@ def _unlink(path: Path) -> None:
 
 
 def _download_s3(url: str, dest: Path, settings: Any) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
@@ -140,21 +141,19 @@ def _download_s3(url: str, dest: Path, settings: Any) -> None:
                 resp["Body"].close()
                 raise _too_large(shown, length, limit)
             _copy(resp["Body"].iter_chunks(CHUNK), dest, shown, limit)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code") or "")
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "NotFound"):
-                raise SourceNotFound(f"{shown}: source not found ({code or 'HTTP 404'})") from None
-            if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise SourceForbidden(f"{shown}: access denied ({code or status}): check the S3 credentials") from None
-            if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "InternalError"):
-                raise _Retry(f"{code or 'error'} (HTTP {status})",
-                             outage=status in _OUTAGE_STATUS or code == "SlowDown") from None
-            raise PermanentError(f"{shown}: cannot read: {code} (HTTP {status})", error_class="source_error") from None
-        except NoCredentialsError:
-            raise ConfigError(f"{shown}: no S3 credentials configured (AWS_ACCESS_KEY_ID / ARBUTUS_OBJECT_ACCESS_ID)") from None
-        except (BotoCoreError, OSError) as exc:
-            raise _Retry(f"{type(exc).__name__}: cannot reach the S3 endpoint", outage=True) from None
+        except (ClientError, BotoCoreError, OSError) as exc:
+            problem = classify_s3_error(exc)
+            if problem is None:
+                raise
+            if problem.failure in (S3Failure.NOT_FOUND, S3Failure.NO_BUCKET):
+                raise SourceNotFound(f"{shown}: source not found ({problem.code or 'HTTP 404'})") from None
+            if problem.failure is S3Failure.FORBIDDEN:
+                raise SourceForbidden(f"{shown}: {problem.reason}") from None
+            if problem.failure is S3Failure.NO_CREDENTIALS:
+                raise ConfigError(f"{shown}: {problem.reason}") from None
+            if problem.retryable:
+                raise _Retry(problem.reason, outage=problem.outage) from None
+            raise PermanentError(f"{shown}: cannot read: {problem.reason}", error_class=ErrorClass.SOURCE_ERROR) from None
 
     _with_retries(shown, attempt)
 
@@ -180,7 +179,7 @@ def _download_http(url: str, dest: Path, settings: Any) -> None:
                 if status >= 500 or status in (408, 429):
                     raise _Retry(f"HTTP {status}", outage=status in _OUTAGE_STATUS)
                 if status != 200:
-                    raise PermanentError(f"{where}: unexpected HTTP {status}", error_class="source_error")
+                    raise PermanentError(f"{where}: unexpected HTTP {status}", error_class=ErrorClass.SOURCE_ERROR)
                 length = resp.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > limit:
                     raise _too_large(where, int(length), limit)

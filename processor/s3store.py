@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from stacdrop.errors import ConfigError, StoreError
+from stacdrop.errors import ErrorClass, ConfigError, StoreError
 from stacdrop.messages import StoredObject
+from stacdrop.s3 import S3Failure, classify_s3_error
 
-from processor.store import COG_MEDIA_TYPE, Store, check_key, sha256_file
+from processor.store import Store, check_key, sha256_file
+from stacdrop.stac_terms import MediaType
 
 PART_SIZE = 16 << 20  # bench/bench_s3_upload.py: 16 MiB x 4 beat 64 MiB x 4 and 8 MiB x 10 on moto
 CONCURRENCY = 4
@@ -40,31 +42,19 @@ MIN_PART = 5 << 20
 _ETAG_MD5_LEN = 32
 
 
-def describe_s3_error(exc: BaseException) -> tuple[str, str]:
-    """``(error_class, short reason)`` of a botocore/boto3 exception, without credentials or request dumps."""
-    from botocore.exceptions import (  # noqa: PLC0415
-        BotoCoreError,
-        ClientError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
+_STORE_CLASSES = {
+    S3Failure.FORBIDDEN: ErrorClass.STORE_ACCESS_DENIED,
+    S3Failure.NO_CREDENTIALS: ErrorClass.STORE_ACCESS_DENIED,
+    S3Failure.NO_BUCKET: ErrorClass.STORE_NO_BUCKET,
+}
 
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {}) or {}
-        code = str(err.get("Code") or "")
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return "store_access_denied", f"access denied ({code or 'HTTP 403'}): check the S3 credentials and bucket policy"
-        if code == "NoSuchBucket":
-            return "store_no_bucket", "the bucket does not exist"
-        return "store", f"{code or 'error'} (HTTP {status})"
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return "store_access_denied", "no S3 credentials configured (AWS_ACCESS_KEY_ID / ARBUTUS_OBJECT_ACCESS_ID)"
-    if isinstance(exc, BotoCoreError):
-        return "store", f"{type(exc).__name__}: cannot reach the S3 endpoint"
-    if isinstance(exc, OSError):
-        return "store", f"{type(exc).__name__}: {exc.strerror or exc}"
-    return "store", type(exc).__name__
+
+def describe_s3_error(exc: BaseException) -> tuple[ErrorClass, str]:
+    """``(error_class, short reason)`` of a botocore/boto3 exception, without credentials or request dumps."""
+    problem = classify_s3_error(exc)
+    if problem is None:
+        return ErrorClass.STORE, type(exc).__name__
+    return _STORE_CLASSES.get(problem.failure, ErrorClass.STORE), problem.reason
 
 
 def _store_error(where: str, what: str, exc: BaseException) -> StoreError:
@@ -129,8 +119,7 @@ class S3Store(Store):
         try:
             return self.client.head_object(Bucket=self.bucket, Key=obj)
         except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if (problem := classify_s3_error(exc)) is not None and problem.failure is S3Failure.NOT_FOUND:
                 return None
             raise
 
@@ -150,7 +139,7 @@ class S3Store(Store):
 
     # -- put ------------------------------------------------------------------------------------------
 
-    def put(self, local_path: Path, key: str, *, content_type: str = COG_MEDIA_TYPE, move: bool = False) -> StoredObject:
+    def put(self, local_path: Path, key: str, *, content_type: str = MediaType.COG, move: bool = False) -> StoredObject:
         obj = self.object_key(key)
         where = self.url(key)
         local_path = Path(local_path)
@@ -281,7 +270,7 @@ class S3Store(Store):
         # Encrypted objects (SSE-KMS/C) have ETags that are no MD5: nothing to compare then.
         if len(got.split("-", 1)[0]) == _ETAG_MD5_LEN and got != expected:
             raise StoreError(f"{where}: {what}: the server's ETag {got} does not match the local MD5 {expected}",
-                             error_class="store_checksum")
+                             error_class=ErrorClass.STORE_CHECKSUM)
 
     def _verify(self, obj: str, where: str, size: int, digest: str, etag: str) -> None:
         head = self._head(obj)
@@ -296,7 +285,7 @@ class S3Store(Store):
         if len(got.split("-", 1)[0]) == _ETAG_MD5_LEN and got != etag:
             problems.append(f"ETag {got} != {etag}")
         if problems:
-            raise StoreError(f"{where}: check after upload failed: {'; '.join(problems)}", error_class="store_checksum")
+            raise StoreError(f"{where}: check after upload failed: {'; '.join(problems)}", error_class=ErrorClass.STORE_CHECKSUM)
 
 
 def open_s3_store(url: str, settings: Any) -> S3Store:

@@ -21,9 +21,10 @@ from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
 from processor.cogeo import check_output, convert_to_cog, is_valid_cog
 from processor.fetch import fetch_source
 from processor.metadata import read_raster_metadata
-from processor.store import COG_MEDIA_TYPE, Store, store_key
+from processor.store import Store, store_key
 from processor.validate import check_blocks_readable, validate_input
 from processor.workdir import cog_prefix
+from stacdrop.stac_terms import MediaType
 
 
 def expected_sidecar_name(raster_key: str) -> str:
@@ -169,7 +170,7 @@ def _process(request: IngestRequest, settings: Settings, store: Store, workdir: 
             # A remote store: read the metadata from the local COG (the same bytes) instead of over the network.
             metadata = read_raster_metadata(cog_path) if store.remote else None
             on_step("store")
-            stored = store.put(Path(cog_path), cog_key, content_type=COG_MEDIA_TYPE, move=move)
+            stored = store.put(Path(cog_path), cog_key, content_type=MediaType.COG, move=move)
         finally:
             _remove_prefixed(workdir, prefix)
 

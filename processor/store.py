@@ -15,16 +15,16 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from stacdrop.errors import ConfigError, PermanentError, StoreError
+from stacdrop.errors import ErrorClass, ConfigError, PermanentError, StoreError
 from stacdrop.messages import StoredObject
+from stacdrop.stac_terms import MediaType
 
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _CHUNK = 4 << 20
 _OVERLAP_MIN = 16 << 20  # below this, fsync then hash in the calling thread
 
 
 class InvalidStoreKey(PermanentError):
-    error_class = "invalid_store_key"
+    error_class = ErrorClass.INVALID_STORE_KEY
 
 
 class Store(ABC):
@@ -155,7 +155,7 @@ class LocalStore(Store):
         except OSError as exc:
             raise StoreError(f"{key}: cannot delete from the store: {exc.strerror}") from None
 
-    def put(self, local_path: Path, key: str, *, content_type: str = COG_MEDIA_TYPE, move: bool = False) -> StoredObject:
+    def put(self, local_path: Path, key: str, *, content_type: str = MediaType.COG, move: bool = False) -> StoredObject:
         final = self._path(key)
         local_path = Path(local_path)
         tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.part"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from pyproj import CRS
@@ -32,12 +31,9 @@ from stacdrop.config import CollectionSettings
 from stacdrop.errors import InvalidItem, InvalidSidecar
 from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady
 from stacdrop.sidecar import check_id, parse_datetime
+from stacdrop.stac_terms import STAC_VERSION, Extension, MediaType
+from stacdrop.times import parse_time
 
-STAC_VERSION = "1.1.0"
-PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 TIME_KEYS = ("datetime", "start_datetime", "end_datetime")
 RASTER_DATA_TYPES = {
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -100,10 +96,6 @@ def _tag_time(value: str, name: str, source: str) -> str:
             f"{source}: raster tag {name}={text!r} is not a date or datetime; fix the tag or set "
             "'datetime' in the sidecar (which takes precedence)"
         ) from None
-
-
-def _parse_dt(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def _band(band: BandMetadata, default_resolution: float | None) -> dict[str, Any]:
@@ -255,7 +247,7 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
             f"{source}: the {time_rule.replace('_', ' ')} gives only "
             f"{'start_datetime' if start else 'end_datetime'}: give both start_datetime and end_datetime, or a datetime"
         )
-    if start and end and _parse_dt(start) > _parse_dt(end):
+    if start and end and parse_time(start) > parse_time(end):
         raise InvalidItem(f"{source}: start_datetime {start} is after end_datetime {end} (from the {time_rule})")
     properties: dict[str, Any] = {"datetime": times.get("datetime")}
     prov["datetime"] = time_rule if times.get("datetime") else time_rule + " (null: start/end given)"
@@ -290,7 +282,7 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
     resolution = _resolution(raster)
     asset: dict[str, Any] = {
         "href": ready.cog.href,
-        "type": ready.cog.media_type or COG_MEDIA_TYPE,
+        "type": ready.cog.media_type or MediaType.COG,
         "title": properties.get("title") if isinstance(properties.get("title"), str) else source.rsplit("/", 1)[-1],
         "roles": ["data"],
         "file:size": int(ready.cog.size),
@@ -304,7 +296,7 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": sorted([FILE_SCHEMA, PROJECTION_SCHEMA, RASTER_SCHEMA]),
+        "stac_extensions": sorted([Extension.FILE.value, Extension.PROJECTION.value, Extension.RASTER.value]),
         "id": item_id,
         "collection": collection,
         "geometry": geometry,

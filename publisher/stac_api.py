@@ -58,7 +58,7 @@ from publisher.sink import POLICIES, DuplicatePolicy, PutOutcome, Sink
 from publisher.static_catalog import STRUCTURAL_RELS, _union_extents, item_extent
 from stacdrop.config import Settings
 from stacdrop.errors import (
-    CatalogUnavailable,
+    ErrorClass,    CatalogUnavailable,
     ConfigError,
     DuplicateItem,
     InvalidItem,
@@ -77,11 +77,11 @@ SERVER_RELS = STRUCTURAL_RELS | {"items", "queryables", "aggregate", "aggregatio
 class CatalogMismatch(TransientError):
     """The item read back from the STAC API is not the one sent."""
 
-    error_class = "catalog_mismatch"
+    error_class = ErrorClass.CATALOG_MISMATCH
 
 
 class CatalogAuthError(PermanentError):
-    error_class = "catalog_auth"
+    error_class = ErrorClass.CATALOG_AUTH
 
 
 def _q(value: str) -> str:
@@ -222,7 +222,7 @@ class StacApiSink(Sink):
                                     "stac_auth_header)")
         if status >= 500 or status in (404, 408, 425, 429):
             return CatalogUnavailable(f"{where}: {status} {msg}")
-        return PermanentError(f"{where}: unexpected {status} {msg}", error_class="catalog_rejected")
+        return PermanentError(f"{where}: unexpected {status} {msg}", error_class=ErrorClass.CATALOG_REJECTED)
 
     def _collection_missing(self, collection: str) -> bool:
         try:

@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from publisher.derive import STAC_VERSION, derive_item
+from publisher.derive import derive_item
+from stacdrop.stac_terms import STAC_VERSION
 from publisher.sink import DuplicatePolicy, Sink
 from publisher.static_catalog import item_extent
 from publisher.validation import InvalidCollection, validate_collection, validate_item

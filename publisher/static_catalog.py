@@ -33,7 +33,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +47,10 @@ from stacdrop.errors import (
     UnknownCollection,
 )
 from stacdrop.sidecar import check_id
+from stacdrop.stac_terms import STAC_VERSION, STRUCTURAL_RELS, MediaType
+from stacdrop.times import parse_time
 
-STAC_VERSION = "1.1.0"
-JSON_TYPE = "application/json"
 LOCK_FILE = ".stacdrop.lock"
-STRUCTURAL_RELS = {"self", "root", "parent", "child", "item", "collection"}
 
 
 class StaticCatalog(Sink):
@@ -143,7 +141,7 @@ class StaticCatalog(Sink):
             "id": self.catalog_id,
             "title": self.title,
             "description": self.description,
-            "links": [{"rel": "root", "href": "./catalog.json", "type": JSON_TYPE, "title": self.title}],
+            "links": [{"rel": "root", "href": "./catalog.json", "type": MediaType.JSON.value, "title": self.title}],
         }
 
     # ----------------------------------------------------------------- collections
@@ -173,8 +171,8 @@ class StaticCatalog(Sink):
                 new = merged
             new["links"] = (
                 [
-                    {"rel": "root", "href": "../catalog.json", "type": JSON_TYPE},
-                    {"rel": "parent", "href": "../catalog.json", "type": JSON_TYPE},
+                    {"rel": "root", "href": "../catalog.json", "type": MediaType.JSON.value},
+                    {"rel": "parent", "href": "../catalog.json", "type": MediaType.JSON.value},
                 ]
                 + other_links
                 + item_links
@@ -193,7 +191,7 @@ class StaticCatalog(Sink):
                     link["title"] = title
                     self._write(self.catalog_path, cat)
                 return
-        link = {"rel": "child", "href": href, "type": JSON_TYPE}
+        link = {"rel": "child", "href": href, "type": MediaType.JSON.value}
         if isinstance(title, str):
             link["title"] = title
         links.append(link)
@@ -261,9 +259,9 @@ class StaticCatalog(Sink):
         out = copy.deepcopy(item)
         keep = [l for l in out.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
         out["links"] = [
-            {"rel": "root", "href": "../../catalog.json", "type": JSON_TYPE},
-            {"rel": "parent", "href": "../collection.json", "type": JSON_TYPE},
-            {"rel": "collection", "href": "../collection.json", "type": JSON_TYPE},
+            {"rel": "root", "href": "../../catalog.json", "type": MediaType.JSON.value},
+            {"rel": "parent", "href": "../collection.json", "type": MediaType.JSON.value},
+            {"rel": "collection", "href": "../collection.json", "type": MediaType.JSON.value},
         ] + keep
         return out
 
@@ -324,7 +322,7 @@ def _register_item(col: dict[str, Any], item: dict[str, Any], item_id: str) -> b
     href = f"./{item_id}/{item_id}.json"
     links = col.setdefault("links", [])
     if not any(l.get("rel") == "item" and l.get("href") == href for l in links):
-        links.append({"rel": "item", "href": href, "type": "application/geo+json"})
+        links.append({"rel": "item", "href": href, "type": MediaType.GEOJSON.value})
         changed = True
     extent = col.get("extent") or {}
     new_extent = _union_extents(extent, item_extent(item))
@@ -341,10 +339,6 @@ def item_extent(item: dict[str, Any]) -> dict[str, Any]:
     end = props.get("end_datetime") or props.get("datetime")
     return {"spatial": {"bbox": [list(item["bbox"][:4]) if len(item["bbox"]) == 4 else list(item["bbox"])]},
             "temporal": {"interval": [[start, end]]}}
-
-
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).astimezone(timezone.utc)
 
 
 def _norm_west(x: float) -> float:
@@ -409,8 +403,8 @@ def _union_extents(base: dict[str, Any], add: dict[str, Any]) -> dict[str, Any]:
     add_iv = (add.get("temporal") or {}).get("interval") or []
     if base_iv and add_iv:
         (b0, b1), (a0, a1) = base_iv[0], add_iv[0]
-        start = None if b0 is None or a0 is None else (b0 if _dt(b0) <= _dt(a0) else a0)
-        end = None if b1 is None or a1 is None else (b1 if _dt(b1) >= _dt(a1) else a1)
+        start = None if b0 is None or a0 is None else (b0 if parse_time(b0) <= parse_time(a0) else a0)
+        end = None if b1 is None or a1 is None else (b1 if parse_time(b1) >= parse_time(a1) else a1)
         intervals = [[start, end]] + base_iv[1:]
     else:
         intervals = base_iv or [list(i) for i in add_iv[:1]]

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from stacdrop.errors import ConfigError, InvalidItem
-from stacdrop.sidecar import format_datetime, parse_iso_utc
+from stacdrop.times import format_time, parse_time
 
 ID_FIELDS = {"id"}
 TIME_FIELDS = {"datetime", "start_datetime", "end_datetime", "date", "year", "month", "day"}
@@ -162,10 +162,10 @@ def parse_time_text(text: str, what: str, source: str) -> str:
                 int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0), int(m[5] or 0), int(m[6] or 0), tzinfo=timezone.utc
             )
         else:
-            parsed = parse_iso_utc(value)
+            parsed = parse_time(value)
     except ValueError:
         raise InvalidItem(f"{source}: key template field {what}={text!r} is not a date or datetime") from None
-    return format_datetime(parsed)
+    return format_time(parsed)
 
 
 def interpret(values: dict[str, str], source: str) -> TemplateFields:
@@ -195,7 +195,7 @@ def interpret(values: dict[str, str], source: str) -> TemplateFields:
         out.datetime = parse_time_text(text, "date", source)
     elif "year" in ints:
         try:
-            out.datetime = format_datetime(
+            out.datetime = format_time(
                 datetime(ints["year"], ints.get("month", 1), ints.get("day", 1), tzinfo=timezone.utc)
             )
         except ValueError as exc:

@@ -16,22 +16,23 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, NoReturn
 
-from stacdrop.errors import InvalidItem, InvalidSidecar
+from stacdrop.errors import ErrorClass, InvalidItem, InvalidSidecar
 from stacdrop.sidecar import check_id
+from stacdrop.times import as_utc
 
-from publisher.derive import FILE_SCHEMA, PROJECTION_SCHEMA, RASTER_DATA_TYPES, RASTER_SCHEMA
+from publisher.derive import RASTER_DATA_TYPES
+from stacdrop.stac_terms import EXTENSION_PREFIXES
 
-EXTENSION_PREFIXES = {"proj:": "projection", "raster:": "raster", "file:": "file"}
 
 
 class InvalidCollection(InvalidItem):
     """A collection document that cannot be published."""
 
-    error_class = "invalid_collection"
+    error_class = ErrorClass.INVALID_COLLECTION
 
 
 @lru_cache(maxsize=4)
@@ -132,9 +133,9 @@ def _dt(value: Any, field: str, source: str, error: type[InvalidItem] = InvalidI
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         _fail(source, field, f"{value!r} is not an RFC 3339 datetime", error)
-    if parsed.tzinfo is None:
+    if parsed.tzinfo is None:  # RFC 3339 requires the offset; a STAC item without one is invalid
         _fail(source, field, f"{value!r} has no time zone (use Z)", error)
-    return parsed.astimezone(timezone.utc)
+    return as_utc(parsed)
 
 
 def _check_id(value: Any, field: str, source: str, error: type[InvalidItem]) -> None:
@@ -170,7 +171,7 @@ def validate_item(item: dict[str, Any], source: str) -> None:
 
     used = _extension_prefixes(item)
     declared = set(item.get("stac_extensions") or [])
-    for prefix, schema in (("proj:", PROJECTION_SCHEMA), ("raster:", RASTER_SCHEMA), ("file:", FILE_SCHEMA)):
+    for prefix, schema in EXTENSION_PREFIXES.items():
         if prefix in used and schema not in declared:
             _fail(source, "stac_extensions", f"fields {prefix}* are used but {schema} is not declared")
 

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
-from stacdrop.messages import utcnow
+from stacdrop.times import utcnow
 from stacdrop.private_files import create_private_file, open_private_file, private_dir, sqlite_path
 from stacdrop.redact import redact_text
 

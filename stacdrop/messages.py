@@ -13,19 +13,18 @@ errors of earlier attempts, so a dead letter shows its whole history.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stacdrop.stac_terms import MediaType
+from stacdrop.times import utcnow
+
 PROCESS_QUEUE = "process"
 PUBLISH_QUEUE = "publish"
 QUEUES = (PROCESS_QUEUE, PUBLISH_QUEUE)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Priority(IntEnum):
@@ -101,7 +100,7 @@ class StoredObject(BaseModel):
     key: str = Field(description="Store key (path under the store root)")
     size: int
     sha256: str
-    media_type: str = "image/tiff; application=geotiff; profile=cloud-optimized"
+    media_type: str = MediaType.COG.value
 
 
 class RasterReady(BaseModel):

@@ -32,11 +32,12 @@ from typing import Any
 import structlog
 
 from stacdrop.bus.base import Bus, Delivery
-from stacdrop.errors import classify
+from stacdrop.errors import ErrorClass, classify
 from stacdrop.ledger import (
     FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger, PendingEvent, Record,
 )
-from stacdrop.messages import Envelope, utcnow
+from stacdrop.messages import Envelope
+from stacdrop.times import utcnow
 from stacdrop.retry import RetryPolicy
 
 log = structlog.get_logger("stacdrop.runtime")
@@ -232,7 +233,7 @@ class StageRunner:
             with self._bound(env):
                 job = found.get(env.job_id)
                 if job is None:
-                    delivery.dead_letter("unknown_job", f"job {env.job_id} is not in the ledger")
+                    delivery.dead_letter(ErrorClass.UNKNOWN_JOB, f"job {env.job_id} is not in the ledger")
                     continue
                 if job.state in DONE_STATES[self.stage]:
                     log.info("already done; acking the redelivered message", state=job.state)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,7 +49,8 @@ MISSING_CREDENTIALS = (
 )
 
 
-def _credentials(settings: Settings) -> dict[str, Any]:
+def s3_credentials(settings: Settings) -> dict[str, Any]:
+    """The configured key pair as boto3 keyword arguments; {} to use the (metadata-free) AWS chain."""
     key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
     if bool(key_id) != bool(secret):
         missing = "aws_secret_access_key (STACDROP_AWS_SECRET_ACCESS_KEY or ARBUTUS_OBJECT_ACCESS_KEY)" if key_id \
@@ -64,7 +67,7 @@ def _session(settings: Settings) -> Any:
     from botocore.exceptions import BotoCoreError  # noqa: PLC0415
 
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    session = boto3.session.Session(**_credentials(settings))
+    session = boto3.session.Session(**s3_credentials(settings))
     resolver = session._session.get_component("credential_provider")  # noqa: SLF001 - boto3 exposes no other way
     for name in METADATA_PROVIDERS:
         resolver.remove(name)  # silent when absent
@@ -95,7 +98,7 @@ def rasterio_env(settings: Settings) -> Iterator[None]:
     import rasterio  # noqa: PLC0415
     from rasterio.session import AWSSession  # noqa: PLC0415
 
-    creds = _credentials(settings)
+    creds = s3_credentials(settings)
     options: dict[str, Any] = {}
     endpoint = settings.aws_endpoint_url
     if endpoint:
@@ -106,3 +109,75 @@ def rasterio_env(settings: Settings) -> Iterator[None]:
     session = AWSSession(**creds, endpoint_url=endpoint) if (creds or endpoint) else AWSSession()
     with rasterio.Env(session=session, **options):
         yield
+
+
+# -- errors -------------------------------------------------------------------------------------------
+# One reading of what S3 said, for every caller (the fetcher, the store, the inbox, HTTP submissions,
+# backups). Each caller turns the kind into its own error, because "not found" means a bad submission to
+# the API, a permanent source error to the processor and "gone, forget it" to the inbox; but what counts as
+# "not found" or "overloaded" is decided here once. Codes cover AWS, Ceph RGW and MinIO: RGW answers a HEAD
+# of a missing key with a bare 404 and no code; boto3 then reports the code as "404".
+
+
+class S3Failure(StrEnum):
+    NOT_FOUND = "not_found"  # the key (or, for a read, the bucket) does not exist
+    NO_BUCKET = "no_bucket"
+    FORBIDDEN = "forbidden"  # credentials refused or the policy denies
+    NO_CREDENTIALS = "no_credentials"
+    OVERLOADED = "overloaded"  # 429/502/503/504, SlowDown: the store is up but shedding load (an outage)
+    SERVER_ERROR = "server_error"  # another 5xx, RequestTimeout, InternalError: try again
+    UNREACHABLE = "unreachable"  # no answer at all: connection refused, DNS, timeout
+    OTHER = "other"  # any other 4xx: the request is wrong, retrying will not help
+
+
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_FORBIDDEN_CODES = frozenset({"401", "403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+_OVERLOADED_STATUS = frozenset({429, 502, 503, 504})
+_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"})
+
+
+@dataclass(frozen=True)
+class S3Error:
+    failure: S3Failure
+    code: str  # S3's error code, "" when there was no answer
+    status: int  # HTTP status, 0 when there was no answer
+    reason: str  # short, for an error message: never credentials, URLs with signatures or request dumps
+
+    @property
+    def retryable(self) -> bool:
+        return self.failure in (S3Failure.OVERLOADED, S3Failure.SERVER_ERROR, S3Failure.UNREACHABLE)
+
+    @property
+    def outage(self) -> bool:
+        """The store is down or shedding load, not refusing this request: an outage, not the job's fault."""
+        return self.failure in (S3Failure.OVERLOADED, S3Failure.UNREACHABLE)
+
+
+def classify_s3_error(exc: BaseException) -> S3Error | None:
+    """What a botocore/boto3 exception (or an OSError on the wire) says, or None for anything else."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError  # noqa: PLC0415
+
+    if isinstance(exc, ClientError):
+        code = str((exc.response.get("Error") or {}).get("Code") or "")
+        status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+        shown = f"{code or 'error'} (HTTP {status})" if code else f"HTTP {status}"
+        if code == "NoSuchBucket":
+            return S3Error(S3Failure.NO_BUCKET, code, status, "the bucket does not exist")
+        if status == 404 or code in _NOT_FOUND_CODES:
+            return S3Error(S3Failure.NOT_FOUND, code, status, f"not found ({code or 'HTTP 404'})")
+        if status in (401, 403) or code in _FORBIDDEN_CODES:
+            return S3Error(S3Failure.FORBIDDEN, code, status,
+                           f"access denied ({code or f'HTTP {status}'}): check the S3 credentials and bucket policy")
+        if status in _OVERLOADED_STATUS or code == "SlowDown":
+            return S3Error(S3Failure.OVERLOADED, code, status, shown)
+        if status >= 500 or code in _RETRY_CODES:
+            return S3Error(S3Failure.SERVER_ERROR, code, status, shown)
+        return S3Error(S3Failure.OTHER, code, status, shown)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return S3Error(S3Failure.NO_CREDENTIALS, "", 0,
+                       "no S3 credentials configured (AWS_ACCESS_KEY_ID / ARBUTUS_OBJECT_ACCESS_ID)")
+    if isinstance(exc, BotoCoreError):
+        return S3Error(S3Failure.UNREACHABLE, "", 0, f"{type(exc).__name__}: cannot reach the S3 endpoint")
+    if isinstance(exc, OSError):
+        return S3Error(S3Failure.UNREACHABLE, "", 0, f"{type(exc).__name__}: {exc.strerror or exc}")
+    return None

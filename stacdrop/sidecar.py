@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from stacdrop.errors import InvalidSidecar
+from stacdrop.times import format_time, parse_time
 
 if TYPE_CHECKING:
     from stacdrop.config import Settings
@@ -101,31 +102,14 @@ def parse_datetime(value: Any, what: str, source: str) -> str:
             d = date.fromisoformat(text)
             parsed = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
         else:
-            parsed = parse_iso_utc(text)
-        return format_datetime(parsed)
+            parsed = parse_time(text)
+        return format_time(parsed)
     except ValueError:
         raise InvalidSidecar(f"{source}: {what} {shown(value)} is not a date or an RFC 3339 datetime") from None
     except OverflowError:
         # 9999-12-31T23:00:00-05:00 is year 10000 in UTC; 0001-01-01T00:00:00+01:00 is year 0.
         raise InvalidSidecar(f"{source}: {what} {shown(value)} is out of range: in UTC it falls outside the "
                              "years 1 to 9999") from None
-
-
-def parse_iso_utc(text: str) -> datetime:
-    """An ISO 8601 / RFC 3339 datetime; ``Z`` accepted, a naive time taken as UTC. Raises ValueError."""
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
-
-
-def format_datetime(value: datetime) -> str:
-    """RFC 3339 UTC. Raises OverflowError when the UTC time falls outside years 1-9999."""
-    value = value.astimezone(timezone.utc)
-    # Not strftime: its %Y does not pad years below 1000 to four digits on every platform.
-    text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-            f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
 
 
 # -- bytes and JSON -----------------------------------------------------------------------------------

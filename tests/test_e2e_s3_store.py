@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from processor.store import COG_MEDIA_TYPE
+from stacdrop.stac_terms import MediaType
 from stacdrop.config import Settings
 from stacdrop.s3 import rasterio_env
 from tests.daemon import (
@@ -67,7 +67,7 @@ def test_cogs_land_in_the_bucket_and_hrefs_read(tmp_path: Path, moto_url: str) -
     assert SECRET not in logs
 
     head = s3(moto_url).head_object(Bucket=bucket, Key="io/clim/bio 1.tif")
-    assert head["ContentType"] == COG_MEDIA_TYPE
+    assert head["ContentType"] == MediaType.COG
     item = catalog_items(tmp_path / "data" / "stac")["clim/bio1"]
     asset = item["assets"]["data"]
     assert asset["href"] == f"s3://{bucket}/io/clim/bio 1.tif"

@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 
 from processor.s3store import S3Store
-from processor.store import COG_MEDIA_TYPE
+from stacdrop.stac_terms import MediaType
 from processor.stores import open_store
 from stacdrop.config import Settings
 from stacdrop.errors import StoreError
@@ -46,12 +46,12 @@ def random_file(path: Path, size: int) -> Path:
 def test_small_put_content_type_checksum_and_href(moto_url, bucket, tmp_path):
     store = open_store(f"s3://{bucket}/io", settings_for(moto_url))
     src = random_file(tmp_path / "a.tif", 100_000)
-    stored = store.put(src, "coll/a.tif", content_type=COG_MEDIA_TYPE)
+    stored = store.put(src, "coll/a.tif", content_type=MediaType.COG)
     assert stored.href == f"s3://{bucket}/io/coll/a.tif" and stored.key == "coll/a.tif"
     assert stored.size == 100_000 and stored.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
     s3 = client_for(moto_url)
     head = s3.head_object(Bucket=bucket, Key="io/coll/a.tif")
-    assert head["ContentType"] == COG_MEDIA_TYPE
+    assert head["ContentType"] == MediaType.COG
     assert head["Metadata"]["sha256"] == stored.sha256
     assert s3.get_object(Bucket=bucket, Key="io/coll/a.tif")["Body"].read() == src.read_bytes()
     assert store.exists("coll/a.tif") and not store.exists("coll/b.tif")
@@ -76,7 +76,7 @@ def test_multipart_put_acl_and_public_url(moto_url, bucket, tmp_path):
     s3 = client_for(moto_url)
     head = s3.head_object(Bucket=bucket, Key="io/c/big.tif")
     assert head["ETag"].strip('"').endswith("-3")  # three parts
-    assert head["ContentType"] == COG_MEDIA_TYPE and head["ContentLength"] == src.stat().st_size
+    assert head["ContentType"] == MediaType.COG and head["ContentLength"] == src.stat().st_size
     assert s3.get_object(Bucket=bucket, Key="io/c/big.tif")["Body"].read() == src.read_bytes()
     grants = s3.get_object_acl(Bucket=bucket, Key="io/c/big.tif")["Grants"]
     assert any(g["Grantee"].get("URI", "").endswith("/AllUsers") and g["Permission"] == "READ" for g in grants)

@@ -157,7 +157,7 @@ def test_secrets_of_settings() -> None:
 
 def test_ledger_stores_errors_and_events_redacted(tmp_path: Path) -> None:
     from stacdrop.ledger import Ledger, PendingEvent  # noqa: PLC0415
-    from stacdrop.messages import utcnow  # noqa: PLC0415
+    from stacdrop.times import utcnow  # noqa: PLC0415
 
     ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db", secrets=[STAC_TOKEN])
     job, _ = ledger.create_job(kind="raster", source="http://h/x.tif", source_key="c/x.tif", content_key="k",

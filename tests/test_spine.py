@@ -125,7 +125,7 @@ def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) ->
     from stacdrop.bus.sqlite import SqliteBus
     from stacdrop.errors import ClaimedElsewhere
     from stacdrop.ledger import Ledger
-    from stacdrop.messages import utcnow
+    from stacdrop.times import utcnow
     from stacdrop.runtime import StageRunner
 
     runner = StageRunner("process", lambda *a: None, bus=SqliteBus(f"sqlite:///{tmp_path}/q.db"),

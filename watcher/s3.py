@@ -46,7 +46,7 @@ import structlog
 
 from stacdrop.config import Settings
 from stacdrop.messages import Priority, Source
-from stacdrop.s3 import _credentials, parse_s3_url, s3_client
+from stacdrop.s3 import S3Failure, classify_s3_error, parse_s3_url, s3_client, s3_credentials
 from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
 from watcher.inbox import COLLECTION_MAX, Intake
 from watcher.naming import classify, collection_of, stem
@@ -137,12 +137,8 @@ def _etag(value: str | None) -> str:
 
 
 def _not_found(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return False
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("404", "NoSuchKey", "NotFound") or status == 404
+    problem = classify_s3_error(exc)
+    return problem is not None and problem.failure is S3Failure.NOT_FOUND
 
 
 class S3Inbox:
@@ -385,7 +381,7 @@ class S3Inbox:
     def _sqs_client(self) -> Any:
         import boto3  # noqa: PLC0415
 
-        session = boto3.session.Session(**_credentials(self.settings))
+        session = boto3.session.Session(**s3_credentials(self.settings))
         region = session.region_name or "us-east-1"
         return session.client("sqs", endpoint_url=self.settings.aws_endpoint_url or None, region_name=region)
 

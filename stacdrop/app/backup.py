@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stacdrop.config import Settings
-from stacdrop.errors import StacdropError
+from stacdrop.errors import ErrorClass, StacdropError
 
 ARCHIVE_RE = re.compile(r"^(?P<database>[A-Za-z0-9_.-]+)-(?P<stamp>\d{8}T\d{6}Z)\.dump$")
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -55,7 +55,7 @@ _PGSTAC_SEARCH_PATH = b"SELECT pg_catalog.set_config('search_path', 'pgstac, pub
 class BackupError(StacdropError):
     """A backup, restore or retention step failed; the message names the database or archive and the reason."""
 
-    error_class = "backup"
+    error_class = ErrorClass.BACKUP
 
 
 @dataclass(frozen=True)

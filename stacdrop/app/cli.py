@@ -14,6 +14,7 @@ from stacdrop.config import Settings, load_settings
 from stacdrop.errors import StacdropError
 from stacdrop.logs import configure_logging
 from stacdrop.redact import redact_data, secrets_of
+from stacdrop.times import parse_since
 
 
 class Context:
@@ -191,8 +192,6 @@ def explain(ctx: Context, path: str, as_json: bool) -> None:
 # -- jobs -----------------------------------------------------------------------------------------------
 def _parse_since(value: str | None) -> datetime | None:
     """``2026-11-27``, an ISO datetime, or a duration like ``30m``, ``2h``, ``7d``."""
-    from stacdrop.app.deadletters import parse_since  # noqa: PLC0415
-
     try:
         return parse_since(value)
     except ValueError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 
 from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter
 from stacdrop.ledger import QUEUED, Ledger
@@ -52,20 +51,3 @@ def replay_dead_letters(
         if rate:
             time.sleep(1.0 / rate)
     return result
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """``2026-11-27``, an ISO datetime, or a duration like ``30m``, ``2h``, ``7d``. Raises ValueError,
-    also for values out of range (a duration longer than the calendar, a year past 9999 in UTC)."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if value[-1] in units and value[:-1].isdigit():
-            return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        # In UTC, as the ledgers compare: a time that leaves years 1-9999 there is out of range here.
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    except OverflowError:
-        # 99999999999d (timedelta too large), 9999-12-31T23:00:00-05:00 (year 10000 in UTC)
-        raise ValueError(f"{value!r} is out of range") from None

@@ -49,6 +49,7 @@ from stacdrop.bus.base import (
 )
 from stacdrop.errors import ConfigError
 from stacdrop.messages import QUEUES, Envelope
+from stacdrop.times import parse_time
 
 log = structlog.get_logger("stacdrop.bus.rabbitmq")
 
@@ -504,7 +505,7 @@ class RabbitBus(Bus):
             error = last.error  # the header is truncated; the history has the whole text
         dead_at_text = _text(headers.get("dead_at"))
         if dead_at_text:
-            dead_at = datetime.fromisoformat(dead_at_text)
+            dead_at = parse_time(dead_at_text)
         else:
             dead_at = datetime.fromtimestamp(props.timestamp or 0, timezone.utc)
         attempts = headers.get("attempts")

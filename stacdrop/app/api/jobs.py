@@ -18,10 +18,10 @@ from stacdrop.app.api.auth import require_read, require_write
 from stacdrop.app.api.deps import ApiState, get_state
 from stacdrop.app.api.submit import JsonBodyRoute, key_for, name_from_url, submit_url
 from stacdrop.bus.base import DeadLetter, DeadLetterFilter
-from stacdrop.app.deadletters import parse_since, replay_dead_letters
+from stacdrop.app.deadletters import replay_dead_letters
 from stacdrop.errors import StacdropError
 from stacdrop.ledger import Job
-from stacdrop.messages import utcnow
+from stacdrop.times import parse_since, utcnow
 from stacdrop.sidecar import shown
 
 

@@ -111,7 +111,7 @@ def _judge_head(resp: Any) -> SourceHead:
 def _head_s3(url: str, settings: Settings) -> SourceHead:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-    from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
+    from stacdrop.s3 import S3Failure, classify_s3_error, parse_s3_url, s3_client  # noqa: PLC0415
 
     _check_url(url, settings)
     bucket, key = parse_s3_url(url)
@@ -121,15 +121,14 @@ def _head_s3(url: str, settings: Settings) -> SourceHead:
         raise HTTPException(422, f"source {redact_url(url)}: {exc}") from None
     try:
         head = client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
-            raise HTTPException(422, f"source {url} not found ({code})") from None
-        if code in ("403", "AccessDenied"):
-            raise HTTPException(422, f"source {url}: access denied ({code})") from None
-        raise _unreachable(url, f"S3 error {code}") from None
-    except BotoCoreError as exc:
-        raise _unreachable(url, type(exc).__name__) from None
+    except (ClientError, BotoCoreError) as exc:
+        problem = classify_s3_error(exc)
+        assert problem is not None  # every botocore error has a reading
+        if problem.failure in (S3Failure.NOT_FOUND, S3Failure.NO_BUCKET):
+            raise HTTPException(422, f"source {url} not found ({problem.code or 'HTTP 404'})") from None
+        if problem.failure in (S3Failure.FORBIDDEN, S3Failure.NO_CREDENTIALS):
+            raise HTTPException(422, f"source {url}: {problem.reason}") from None
+        raise _unreachable(url, f"S3 error {problem.reason}") from None
     size = head.get("ContentLength")
     return SourceHead(size=size, content_key=_content_key(head.get("ETag"), size, None))
 
