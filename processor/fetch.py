@@ -237,7 +237,7 @@ def fetch_source(url: str, workdir: Path, settings: Any = None, *, name: str | N
         raise ConfigError(f"{shown}: local sources need the settings (the inbox they must be inside)")
     root = local_inbox_root(settings)
     if root is None:
-        raise OutsideInbox(f"{shown}: refused: a local file, but the inbox is not a local folder ({settings.inbox})")
+        raise OutsideInbox(f"{shown}: refused: a local file, but the inbox is not a local folder ({settings.inbox.path})")
     try:
         fd, real = open_inbox_file(root, path, shown)
     except FileNotFoundError:

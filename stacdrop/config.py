@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from stacdrop.errors import ConfigError
 from stacdrop.redact import MASK, redact_setting, secrets_of
@@ -67,38 +67,52 @@ class CollectionSettings(BaseModel):
     )
 
 
-SECRET_FIELDS = ("stac_token", "aws_access_key_id", "aws_secret_access_key", "api_token", "catalog_dsn")
+class Section(BaseModel):
+    """A group of settings one component takes: it never sees the others."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-class Settings(BaseModel):
-    inbox: str = "./inbox"
-    store: str = "./data/cogs"
-    stac: str = "./data/stac"
-    broker: str = "sqlite:///data/queue.db"
-    ledger: str = "sqlite:///data/ledger.db"
-    queue_prefix: str = Field(default="stacdrop", description="RabbitMQ: prefix of exchange and queue names")
-    public_url: str | None = Field(default=None, description="Asset href template, e.g. https://host/bucket/{key}")
+class InboxSettings(Section):
+    """The local inbox (watcher/inbox.py) and what every inbox shares: pairing and settling."""
+
+    path: str = Field(default="./inbox", description="Where sources are dropped")
     sidecar_wait: float = Field(default=30.0, description="Seconds a raster waits for its sidecar")
     settle_time: float = Field(default=1.0, description="Seconds a file's size and mtime must hold still")
-    max_sidecar_bytes: int = Field(
-        default=1 << 20, gt=0, description="Largest sidecar read (local and S3 inboxes); larger ones are invalid"
-    )
     rescan_interval: float = Field(default=300.0, description="Full inbox rescan period (safety net), 0 = off")
+
+
+class S3Settings(Section):
+    """S3 access (the store, the S3 inbox, s3:// sources, backups) and the S3 inbox's event feeds."""
+
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    endpoint_url: str | None = None
+    store_acl: str | None = Field(default=None, description="S3 store: canned ACL of stored COGs, e.g. public-read")
     reconcile_interval: float = Field(
         default=600.0, ge=0, description="S3 inbox: list the prefix and compare with the ledger every N seconds, 0 = off"
     )
-    s3_events_amqp: str | None = Field(
+    events_amqp: str | None = Field(
         default=None,
         description="S3 inbox: AMQP URL of the broker the object store pushes events to (default: the bus broker "
         "when it is amqp); 'off' = no AMQP events",
     )
-    s3_events_exchange: str = Field(default="stacdrop.s3-events", description="S3 inbox: exchange the store pushes to")
-    s3_events_exchange_type: str = Field(default="topic", description="S3 inbox: type used when declaring it")
-    s3_events_routing_key: str = Field(default="#", description="S3 inbox: binding key (Ceph: the topic name)")
-    s3_events_queue: str | None = Field(default=None, description="S3 inbox: queue name (default <queue_prefix>.s3-events)")
-    s3_events_sqs: str | None = Field(default=None, description="S3 inbox: SQS queue URL receiving AWS S3 events")
+    events_exchange: str = Field(default="stacdrop.s3-events", description="S3 inbox: exchange the store pushes to")
+    events_exchange_type: str = Field(default="topic", description="S3 inbox: type used when declaring it")
+    events_routing_key: str = Field(default="#", description="S3 inbox: binding key (Ceph: the topic name)")
+    events_queue: str | None = Field(default=None, description="S3 inbox: queue name (default <queue_prefix>.s3-events)")
+    events_sqs: str | None = Field(default=None, description="S3 inbox: SQS queue URL receiving AWS S3 events")
+
+
+class BusSettings(Section):
+    """The bus and how the stage runtime uses it: workers, retries, leases, claims."""
+
+    url: str = Field(default="sqlite:///data/queue.db", description="Embedded SQLite, or amqp://user:pw@host/vhost")
+    queue_prefix: str = Field(default="stacdrop", description="RabbitMQ: prefix of exchange and queue names")
     workers: int = Field(default=1, ge=1)
     max_retries: int = Field(default=5, ge=0)
+    retry_base: float = Field(default=2.0, gt=0, description="First retry delay in seconds")
+    retry_max: float = Field(default=600.0, gt=0, description="Longest retry delay in seconds")
     source_outage_patience: float = Field(
         default=3600.0, ge=0,
         description="Seconds a source host may stay unreachable before a job's attempts count again")
@@ -106,50 +120,63 @@ class Settings(BaseModel):
         default=60.0, gt=0,
         description="Seconds without a heartbeat after which another processor takes over a job being "
                     "converted (stacdrop/claims.py); a dead processor on the same host is taken over at once")
-    retry_base: float = Field(default=2.0, gt=0, description="First retry delay in seconds")
-    retry_max: float = Field(default=600.0, gt=0, description="Longest retry delay in seconds")
     lease_seconds: float = Field(default=60.0, gt=1, description="Embedded bus: lease a worker renews while busy")
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "info"
-    stac_token: SecretStr | None = Field(default=None, description="STAC API token, sent on write requests only")
-    stac_auth_header: str = Field(
+
+
+class StacApiSettings(Section):
+    """Publishing to a STAC API (publisher/stac_api.py); the sink's URL is the top-level ``stac``."""
+
+    token: SecretStr | None = Field(default=None, description="STAC API token, sent on write requests only")
+    auth_header: str = Field(
         default="Authorization",
-        description="Header carrying stac_token; 'Authorization' sends 'Bearer <token>' (unless the token already "
+        description="Header carrying the token; 'Authorization' sends 'Bearer <token>' (unless the token already "
         "names a scheme), any other header the token as is",
     )
-    stac_timeout: float = Field(default=30.0, gt=0, description="STAC API request timeout in seconds")
-    stac_batch_size: int = Field(default=500, ge=1, description="STAC API: items per bulk request")
+    timeout: float = Field(default=30.0, gt=0, description="STAC API request timeout in seconds")
+    batch_size: int = Field(default=500, ge=1, description="STAC API: items per bulk request")
     publish_batch_window: float = Field(
         default=1.0, ge=0,
         description="Publisher: seconds to wait after a raster is ready for more items to publish in one batch "
-        "(at most stac_batch_size); 0 publishes one item at a time",
+        "(at most batch_size); 0 publishes one item at a time",
     )
-    stac_verify: bool = Field(default=True, description="STAC API: read items back after publishing and compare")
-    api_token: SecretStr | None = Field(default=None, description="HTTP API: bearer token for write endpoints")
-    api_auth_disabled: bool = Field(default=False, description="HTTP API: allow writes without a token (explicit opt-out)")
-    api_read_token_required: bool = Field(default=False, description="HTTP API: read endpoints need the token too")
-    api_max_body_bytes: int = Field(default=1 << 20, gt=0, description="HTTP API: largest request body (413 above)")
-    api_host: str = Field(default="127.0.0.1", description="stacdrop serve: address to listen on")
-    api_port: int = Field(default=8000, ge=0, le=65535, description="stacdrop serve: port to listen on")
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_endpoint_url: str | None = None
-    store_acl: str | None = Field(default=None, description="S3 store: canned ACL of stored COGs, e.g. public-read")
+    verify: bool = Field(default=True, description="STAC API: read items back after publishing and compare")
+
+
+class ApiSettings(Section):
+    """stacdrop's own HTTP API and status page (stacdrop serve)."""
+
+    token: SecretStr | None = Field(default=None, description="HTTP API: bearer token for write endpoints")
+    auth_disabled: bool = Field(default=False, description="HTTP API: allow writes without a token (explicit opt-out)")
+    read_token_required: bool = Field(default=False, description="HTTP API: read endpoints need the token too")
+    max_body_bytes: int = Field(default=1 << 20, gt=0, description="HTTP API: largest request body (413 above)")
+    host: str = Field(default="127.0.0.1", description="stacdrop serve: address to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="stacdrop serve: port to listen on")
+
+
+class BackupSettings(Section):
+    """stacdrop backup / restore."""
+
+    catalog_dsn: SecretStr | None = Field(
+        default=None,
+        description="libpq URL of the pgstac database (the STAC API's, not the ledger); restore needs a superuser",
+    )
+    dir: str = Field(default="./data/backups", description="Directory or s3://bucket/prefix")
+    keep: int = Field(default=30, ge=1, description="Archives kept, older ones pruned")
+
+
+class LimitsSettings(Section):
+    """What a crafted input may cost before it is refused (docs/security.md). The raster limits are per
+    collection (CollectionSettings), so one table holds a default and its overrides."""
+
+    max_sidecar_bytes: int = Field(
+        default=1 << 20, gt=0, description="Largest sidecar read (local and S3 inboxes); larger ones are invalid"
+    )
     max_source_bytes: int = Field(default=200 << 30, gt=0, description="Largest source fetched from a URL")
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts URL sources may be fetched from, whatever they resolve to: 'host' (every port) or "
         "'host:port' ('[IPv6]:port'); empty: any host whose addresses are all public (docs/security.md)",
     )
-    catalog_dsn: SecretStr | None = Field(
-        default=None,
-        description="stacdrop backup/restore: libpq URL of the pgstac database (the STAC API's, not the ledger); "
-        "restore needs a superuser",
-    )
-    backup_dir: str = Field(default="./data/backups", description="stacdrop backup: directory or s3://bucket/prefix")
-    backup_keep: int = Field(default=30, ge=1, description="stacdrop backup: archives kept, older ones pruned")
-    collection_defaults: CollectionSettings = Field(default_factory=CollectionSettings)
-    collections: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -160,6 +187,103 @@ class Settings(BaseModel):
             for entry in entries:
                 parse_allowed_host(entry)  # ValueError naming the entry
         return entries
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "inbox": InboxSettings, "s3": S3Settings, "bus": BusSettings, "stac_api": StacApiSettings,
+    "api": ApiSettings, "backup": BackupSettings, "limits": LimitsSettings,
+}
+
+# The flat names (the TOML keys and STACDROP_* variables of every earlier release, and of the README) and
+# the section field each one sets. They stay valid input: a deployment's .env does not break because the
+# code grew sections.
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "inbox": ("inbox", "path"), "sidecar_wait": ("inbox", "sidecar_wait"), "settle_time": ("inbox", "settle_time"),
+    "rescan_interval": ("inbox", "rescan_interval"),
+    "aws_access_key_id": ("s3", "access_key_id"), "aws_secret_access_key": ("s3", "secret_access_key"),
+    "aws_endpoint_url": ("s3", "endpoint_url"), "store_acl": ("s3", "store_acl"),
+    "reconcile_interval": ("s3", "reconcile_interval"), "s3_events_amqp": ("s3", "events_amqp"),
+    "s3_events_exchange": ("s3", "events_exchange"), "s3_events_exchange_type": ("s3", "events_exchange_type"),
+    "s3_events_routing_key": ("s3", "events_routing_key"), "s3_events_queue": ("s3", "events_queue"),
+    "s3_events_sqs": ("s3", "events_sqs"),
+    "broker": ("bus", "url"), "queue_prefix": ("bus", "queue_prefix"), "workers": ("bus", "workers"),
+    "max_retries": ("bus", "max_retries"), "retry_base": ("bus", "retry_base"), "retry_max": ("bus", "retry_max"),
+    "source_outage_patience": ("bus", "source_outage_patience"), "claim_stale_after": ("bus", "claim_stale_after"),
+    "lease_seconds": ("bus", "lease_seconds"),
+    "stac_token": ("stac_api", "token"), "stac_auth_header": ("stac_api", "auth_header"),
+    "stac_timeout": ("stac_api", "timeout"), "stac_batch_size": ("stac_api", "batch_size"),
+    "publish_batch_window": ("stac_api", "publish_batch_window"), "stac_verify": ("stac_api", "verify"),
+    "api_token": ("api", "token"), "api_auth_disabled": ("api", "auth_disabled"),
+    "api_read_token_required": ("api", "read_token_required"), "api_max_body_bytes": ("api", "max_body_bytes"),
+    "api_host": ("api", "host"), "api_port": ("api", "port"),
+    "catalog_dsn": ("backup", "catalog_dsn"), "backup_dir": ("backup", "dir"), "backup_keep": ("backup", "keep"),
+    "max_sidecar_bytes": ("limits", "max_sidecar_bytes"), "max_source_bytes": ("limits", "max_source_bytes"),
+    "allowed_hosts": ("limits", "allowed_hosts"),
+}
+
+
+def _is_flat(key: str, value: Any) -> bool:
+    # "inbox" is both a flat name (the path, a string) and a section (a table)
+    return key in FLAT_NAMES and not (key in SECTIONS and isinstance(value, (dict, BaseModel)))
+
+
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """One source's values with flat names folded into their sections. Within one source a section's own
+    table is the more specific spelling and wins over a flat name for the same field."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if not _is_flat(key, value):
+            out[key] = value.model_dump(exclude_unset=True) if isinstance(value, Section) else value
+    for key, value in values.items():
+        if _is_flat(key, value):
+            section, name = FLAT_NAMES[key]
+            table = out.setdefault(section, {})
+            if isinstance(table, dict):
+                table.setdefault(name, value)
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base`` (both nested); sections merge field by field."""
+    out = dict(base)
+    for key, value in over.items():
+        if key in SECTIONS and isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+class Settings(BaseModel):
+    """The effective settings: the few that say where things are (store, catalog, ledger) and how to log,
+    then one section per component, which takes its own section and never the whole Settings."""
+
+    model_config = ConfigDict(extra="ignore")  # as before sections: an unknown top-level key is ignored
+
+    store: str = Field(default="./data/cogs", description="A directory, or s3://bucket/prefix")
+    stac: str = Field(default="./data/stac", description="A static catalog directory, or a STAC API URL")
+    ledger: str = Field(default="sqlite:///data/ledger.db", description="SQLite or postgresql://...")
+    public_url: str | None = Field(default=None, description="Asset href template, e.g. https://host/bucket/{key}")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    stac_api: StacApiSettings = Field(default_factory=StacApiSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    collection_defaults: CollectionSettings = Field(default_factory=CollectionSettings)
+    collections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_names(cls, values: Any) -> Any:
+        return _nest(values) if isinstance(values, dict) else values
+
+    def replace(self, **values: Any) -> Settings:
+        """A copy with some settings changed (flat names or sections), validated like the original."""
+        return Settings(**_merge(self.model_dump(exclude_unset=True), _nest(values)))
 
     def collection(self, collection_id: str) -> CollectionSettings:
         """The effective settings of one collection: its own table over the defaults."""
@@ -174,11 +298,23 @@ class Settings(BaseModel):
         """The effective settings as plain data for the operator: secret settings replaced by '***', URL
         passwords and query values masked (``user:***@``), any secret value found elsewhere masked too."""
         data = self.model_dump(mode="json")
-        for name in SECRET_FIELDS:
-            if data.get(name):
-                data[name] = MASK
+        for section, name in SECRET_FIELDS:
+            if data[section].get(name):
+                data[section][name] = MASK
         return redact_setting(data, secrets_of(self))
 
+
+def _flat_property(section: str, name: str) -> property:
+    return property(lambda self: getattr(getattr(self, section), name))
+
+
+for _flat, (_section, _name) in FLAT_NAMES.items():  # TRANSITIONAL: read access by flat name, until every
+    if _flat not in SECTIONS:                         # caller reads its section (issue 12, item 3)
+        setattr(Settings, _flat, _flat_property(_section, _name))
+
+
+SECRET_FIELDS = (("stac_api", "token"), ("s3", "access_key_id"), ("s3", "secret_access_key"), ("api", "token"),
+                 ("backup", "catalog_dsn"))
 
 ENV_PREFIX = "STACDROP_"
 _ALIASES = {  # the original system's names, and AWS's own
@@ -187,27 +323,38 @@ _ALIASES = {  # the original system's names, and AWS's own
     "AUTHORIZATION_TOKEN_STAC": "stac_token",
     "AWS_ENDPOINT_URL": "aws_endpoint_url",
 }
+_JSON_VALUES = ("collections", "collection_defaults")
+_LIST_VALUES = ("allowed_hosts",)
+
+
+def _env_value(name: str, variable: str, raw: str) -> Any:
+    if name in _JSON_VALUES:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{variable} is not valid JSON: {exc.msg}") from None
+    if name in _LIST_VALUES:
+        return [h.strip() for h in raw.split(",") if h.strip()]
+    return raw
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    """``STACDROP_<NAME>`` for a top-level or flat name (``STACDROP_STORE``, ``STACDROP_BROKER``), or
+    ``STACDROP_<SECTION>__<FIELD>`` (``STACDROP_BUS__URL``), which wins; the original system's names too."""
     values: dict[str, Any] = {}
     for alias, name in _ALIASES.items():
         if environ.get(alias):
             values[name] = environ[alias]
-    for name, field in Settings.model_fields.items():
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is None:
-            continue
-        if name in ("collections", "collection_defaults"):
-            try:
-                values[name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not valid JSON: {exc.msg}") from None
-        elif name == "allowed_hosts":
-            values[name] = [h.strip() for h in raw.split(",") if h.strip()]
-        else:
-            values[name] = raw
-    return values
+    for name in [*(n for n in Settings.model_fields if n not in SECTIONS), *FLAT_NAMES]:
+        variable = ENV_PREFIX + name.upper()
+        if environ.get(variable) is not None:
+            values[name] = _env_value(name, variable, environ[variable])
+    for section, model in SECTIONS.items():
+        for field in model.model_fields:
+            variable = f"{ENV_PREFIX}{section.upper()}__{field.upper()}"
+            if environ.get(variable) is not None:
+                values.setdefault(section, {})[field] = _env_value(field, variable, environ[variable])
+    return _nest(values)
 
 
 def config_file(explicit: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:
@@ -226,12 +373,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
     file = config_file(path, environ)
     if file is not None:
         try:
-            values.update(tomllib.loads(file.read_text()))
+            values = _nest(tomllib.loads(file.read_text()))
         except FileNotFoundError:
             raise ConfigError(f"{file}: config file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: {exc}") from None
-    values.update(_from_env(environ))
+    values = _merge(values, _from_env(environ))
     try:
         settings = Settings(**values)
     except ValidationError as exc:

@@ -41,7 +41,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 
 def local_inbox_root(settings: Settings) -> Path | None:
     """The local inbox folder of these settings (``file://`` accepted); None for an ``s3://`` inbox."""
-    inbox = settings.inbox
+    inbox = settings.inbox.path
     if inbox.startswith("s3://"):
         return None
     return Path(os.path.abspath(inbox.removeprefix("file://")))

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 MASK = "***"
 MIN_SECRET_LENGTH = 6
@@ -42,7 +42,7 @@ SENSITIVE_PARAMS = (
 )
 # Fields of Settings whose value identifies rather than protects: masked in `stacdrop config`, but not
 # searched for in free text (an access key id like "test" or "minio" would mask every such word).
-IDENTIFIERS = ("aws_access_key_id",)
+IDENTIFIERS = ("aws_access_key_id", "access_key_id")  # the S3 key id: shown in logs as AWS does
 
 TRAILING_PUNCTUATION = ".,;:!?'\")]}>"
 _URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*")
@@ -177,12 +177,21 @@ def url_secrets(url: str) -> list[str]:
     return [s for s in dict.fromkeys((written, unquote(written), *pieces)) if s]
 
 
+def _setting_values(model: Any) -> Iterator[tuple[str, Any]]:
+    """Every ``(field name, value)`` of a settings model and of its sections."""
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, BaseModel):
+            yield from _setting_values(value)
+        else:
+            yield name, value
+
+
 def secrets_of(settings: Any) -> tuple[str, ...]:
     """The values to mask wherever they appear: every secret setting (tokens, secret keys, the catalog
     DSN and its password) and the password of every URL setting (broker, ledger, stac, store, ...)."""
     found: list[str] = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name, None)
+    for name, value in _setting_values(settings):
         if isinstance(value, SecretStr):
             raw = value.get_secret_value()
             if name not in IDENTIFIERS:

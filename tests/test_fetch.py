@@ -184,7 +184,7 @@ def test_s3_source(s3env, tmp_path):
         with fetch_source("s3://no-such-bucket-xyz/in/a.tif", tmp_path, settings):
             pass
     with pytest.raises(SourceTooLarge):
-        with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, settings.model_copy(update={"max_source_bytes": 10})):
+        with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, settings.replace(max_source_bytes=10)):
             pass
     assert leftovers(tmp_path) == []
 
@@ -208,7 +208,7 @@ def test_process_raster_from_http_into_s3(web, s3env, tmp_path):
     """A whole processor run: source over HTTP, COG into the S3 store, metadata read before the upload."""
     settings, client, bucket = s3env
     write_geotiff(web.root / "dem.tif", width=300, height=200)
-    settings = settings.model_copy(update={"allowed_hosts": ["127.0.0.1"]})
+    settings = settings.replace(allowed_hosts=["127.0.0.1"])
     store = S3Store(bucket, "io", client=client)
     request = IngestRequest(source=Source(url=f"{web.url}/dem.tif", key="coll/dem.tif", content_key="x"),
                             collection="coll", sidecar_text=json.dumps({"id": "dem", "datetime": "2020-01-01"}))

@@ -69,7 +69,7 @@ def run(env, path: Path, *, collection="coll", sidecar: str | None = SIDECAR, se
 def in_inbox(settings: Settings, root: Path) -> Settings:
     """The test's folder is the inbox (the processor reads local files only inside the inbox), unless the
     test chose one."""
-    return settings if "inbox" in settings.model_fields_set else settings.model_copy(update={"inbox": str(root)})
+    return settings if "inbox" in settings.model_fields_set else settings.replace(inbox=str(root))
 
 
 def assert_clean(env):

@@ -395,7 +395,7 @@ def test_stacdrop_config_masks_every_password(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["stac"] == "https://stacuser:***@127.0.0.1:9/stac"
-    assert shown["broker"] == "amqp://stacdrop:***@rabbit:5672/v"
+    assert shown["bus"]["url"] == "amqp://stacdrop:***@rabbit:5672/v"
     assert shown["ledger"] == "postgresql://stacdrop:***@db:5432/ledger?sslmode=***"
     assert leaks(out.stdout + out.stderr, STAC_PASSWORD, "r@bbit/pw:1", "l%40dger%2Fpw", STAC_TOKEN, API_TOKEN,
                  "c%40talog-pw", "s3-secret-key", "ev/nts@pw") == []

@@ -62,10 +62,10 @@ def test_settings_precedence_file_then_env(tmp_path) -> None:  # noqa: ANN001
     cfg.write_text('inbox = "/from/file"\nstore = "/file/store"\n[collections.lc]\nresampling = "mode"\n'
                    '[collection_defaults]\nasset_key = "cog"\n')
     s = load_settings(cfg, environ={"STACDROP_INBOX": "/from/env", "ARBUTUS_OBJECT_ACCESS_KEY": "k"})
-    assert s.inbox == "/from/env" and s.store == "/file/store"
+    assert s.inbox.path == "/from/env" and s.store == "/file/store"
     assert s.collection("lc").resampling == "mode" and s.collection("lc").asset_key == "cog"
     assert s.collection("other").resampling == "average"
-    assert s.aws_secret_access_key.get_secret_value() == "k" and s.masked()["aws_secret_access_key"] == "***"
+    assert s.aws_secret_access_key.get_secret_value() == "k" and s.masked()["s3"]["secret_access_key"] == "***"
 
 
 def test_settings_errors_name_the_file(tmp_path) -> None:  # noqa: ANN001
@@ -144,3 +144,20 @@ def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) ->
     # A 500 on one file says something about the file: counted at once. A live claim never runs out.
     assert runner._uncounted_delay(env, SourceUnavailable("HTTP 500"), "source_unavailable") is None
     assert runner._uncounted_delay(old, ClaimedElsewhere("held"), "claimed_elsewhere") == 15.0
+
+
+def test_settings_sections_and_their_flat_aliases(tmp_path) -> None:  # noqa: ANN001
+    """Sections in TOML and STACDROP_<SECTION>__<FIELD>; the flat names of every earlier release still set
+    the same fields; within one source the section wins, and the environment wins over the file."""
+    cfg = tmp_path / "stacdrop.toml"
+    cfg.write_text('broker = "amqp://flat"\nqueue_prefix = "flat"\n[bus]\nqueue_prefix = "table"\nworkers = 3\n'
+                   '[inbox]\npath = "/in"\n')
+    s = load_settings(cfg, environ={})
+    assert (s.bus.url, s.bus.queue_prefix, s.bus.workers, s.inbox.path) == ("amqp://flat", "table", 3, "/in")
+    s = load_settings(cfg, environ={"STACDROP_WORKERS": "5", "STACDROP_BUS__URL": "amqp://env",
+                                    "STACDROP_API_PORT": "9001", "STACDROP_LIMITS__MAX_SOURCE_BYTES": "7"})
+    assert (s.bus.url, s.bus.workers, s.api.port, s.limits.max_source_bytes) == ("amqp://env", 5, 9001, 7)
+    assert s.replace(sidecar_wait=3).inbox == s.inbox.model_copy(update={"sidecar_wait": 3.0})
+    with pytest.raises(ConfigError, match="urll"):
+        cfg.write_text('[bus]\nurll = "amqp://typo"\n')
+        load_settings(cfg, environ={})

@@ -57,7 +57,7 @@ class Daemon:
         recovered = intake.recover()
         if recovered:
             log.warning("re-enqueued jobs interrupted before reaching the bus", count=recovered)
-        inbox = self.settings.inbox
+        inbox = self.settings.inbox.path
         if inbox.startswith("s3://"):
             S3Inbox(inbox, self.settings, intake).run(self.stop)
             return
@@ -106,7 +106,7 @@ class Daemon:
             thread = threading.Thread(target=self._supervise, args=(role, targets[role]), name=role, daemon=True)
             thread.start()
             self.threads.append(thread)
-        log.info("stacdrop started", roles=list(self.roles), workers=self.workers, inbox=self.settings.inbox,
+        log.info("stacdrop started", roles=list(self.roles), workers=self.workers, inbox=self.settings.inbox.path,
                  store=self.settings.store, stac=self.settings.stac)
 
     def _start_children(self, count: int) -> None:

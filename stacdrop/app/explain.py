@@ -22,13 +22,13 @@ def inbox_key(path: Path, inbox: Path) -> str:
 
 def explain_file(path: str, settings: Settings) -> DerivedItem:
     file = Path(path)
-    key = inbox_key(file, Path(settings.inbox))
+    key = inbox_key(file, Path(settings.inbox.path))
     collection = key.split("/", 1)[0] if "/" in key else ""
     sidecar_path = file.with_suffix(".json")
     sidecar = None
     sidecar_name = None
     if sidecar_path.exists():
-        sidecar_name = inbox_key(sidecar_path, Path(settings.inbox))
+        sidecar_name = inbox_key(sidecar_path, Path(settings.inbox.path))
         sidecar = parse_sidecar(sidecar_path.read_bytes(), sidecar_name, settings, collection)
         collection = sidecar.collection or collection
     size = file.stat().st_size
