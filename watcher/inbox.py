@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import structlog
 from watchdog.events import (
@@ -53,16 +53,25 @@ from stacdrop.config import Settings
 from stacdrop.containment import check_inside, open_inbox_file, read_limited
 from stacdrop.errors import NotRegularFile, OutsideInbox
 from stacdrop.messages import Priority, Refusal, Source
-from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
+from stacdrop.sidecar import SidecarDocument
 from watcher.naming import classify, collection_of
-from watcher.pairing import Action, EmitCollection, EmitRaster, Pairer
+from watcher.pairing import Action, EmitRaster, Pairer
+from watcher.submission import (
+    COLLECTION_MAX,
+    ORIGIN,
+    Intake,
+    Stopped,
+    SubmissionWorker,
+    collection_source,
+    collection_text,
+    judge_sidecar,
+    primary,
+)
 
 log = structlog.get_logger("stacdrop.watcher")
 
 TICK = 0.1  # seconds between checks of settling files and sidecar deadlines
 CHUNK = 1 << 20  # hashing read size
-COLLECTION_MAX = 16 << 20  # bytes of a collection.json read; larger ones are ignored (and logged)
-ORIGIN = "inbox"
 WATCHED_EVENTS = [
     FileCreatedEvent,
     FileModifiedEvent,
@@ -74,21 +83,6 @@ WATCHED_EVENTS = [
     DirDeletedEvent,
     DirMovedEvent,
 ]
-
-
-class Intake(Protocol):
-    """What the watcher needs of ``stacdrop.intake.Intake``."""
-
-    def submit_raster(
-        self, *, source: Source, collection: str, sidecar: SidecarDocument | None, origin: str, priority: int,
-        refused: Refusal | None = None,
-    ) -> tuple[str, bool]: ...
-
-    def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None: ...
-
-    def fingerprint(self, key: str) -> str | None: ...
-
-    def remember_fingerprint(self, key: str, fingerprint: str) -> None: ...
 
 
 Stat = tuple[int, int]  # size, mtime_ns
@@ -107,10 +101,6 @@ class _Failed:
     is picked up again once it settles."""
 
     rel: str
-
-
-class _Stopped(Exception):
-    pass
 
 
 class _Handler(FileSystemEventHandler):
@@ -139,6 +129,11 @@ class LocalInbox:
         self._stop = threading.Event()
         self._hashes: dict[str, tuple[Stat, str]] = {}  # worker only: raster key -> (stat, sha256)
         self._reported: set[str] = set()  # symlinked folders already reported as leading outside
+        self._worker = SubmissionWorker(
+            self._work, lambda: self._stop, submit=self._submit, rel_of=lambda item: primary(item[0]),
+            gone=lambda exc: isinstance(exc, FileNotFoundError), gone_message="inbox file gone before submission",
+            failed_message="inbox submission failed; retrying", logger=log,
+        )
 
     # ------------------------------------------------------------------ main loop
 
@@ -148,7 +143,7 @@ class LocalInbox:
         observer = Observer()
         observer.schedule(_Handler(self._events), str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
         observer.start()  # watch first, then scan: nothing falls in between
-        worker = threading.Thread(target=self._worker, name="stacdrop-inbox-worker", daemon=True)
+        worker = threading.Thread(target=self._worker.run, name="stacdrop-inbox-worker", daemon=True)
         worker.start()
         log.info("inbox watching", inbox=str(self.root))
         try:
@@ -352,39 +347,18 @@ class LocalInbox:
 
     # ------------------------------------------------------------------ submission (worker thread)
 
-    def _worker(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None or self._stop.is_set():
-                return
-            action, priority = item
-            rel = action.raster if isinstance(action, EmitRaster) else action.rel
-            delay = 1.0
-            while True:
-                try:
-                    if isinstance(action, EmitRaster):
-                        self._submit_raster(action.raster, action.sidecar, priority)
-                    else:
-                        self._submit_collection(action.rel)
-                    break
-                except _Stopped:
-                    return
-                except FileNotFoundError:
-                    log.info("inbox file gone before submission", file=rel)
-                    break
-                except Exception as exc:  # noqa: BLE001 - the broker or the ledger is down: wait, try again
-                    # Retrying here (not at the next rescan) keeps drops flowing seconds after an outage;
-                    # later files wait behind this one, which keeps their order.
-                    log.warning("inbox submission failed; retrying", file=rel, error=repr(exc), retry_in=delay)
-                    if self._stop.wait(delay):
-                        return
-                    delay = min(delay * 2, 60.0)
+    def _submit(self, item: tuple[Action, int]) -> None:
+        action, priority = item
+        if isinstance(action, EmitRaster):
+            self._submit_raster(action.raster, action.sidecar, priority)
+        else:
+            self._submit_collection(action.rel)
 
     def _sha256(self, fd: int) -> str:
         digest = hashlib.sha256()
         while chunk := os.read(fd, CHUNK):
             if self._stop.is_set():
-                raise _Stopped()
+                raise Stopped()
             digest.update(chunk)
         return digest.hexdigest()
 
@@ -397,12 +371,10 @@ class LocalInbox:
         try:
             size = os.fstat(fd).st_size
             limit = int(self.settings.max_sidecar_bytes)
-            if size > limit:  # not read at all
-                return SidecarDocument.refused(rel, too_large(rel, size, limit), size=size)
-            data = read_limited(fd, limit)
+            data = read_limited(fd, limit) if size <= limit else None  # larger: not read at all
         finally:
             os.close(fd)
-        return sidecar_document(data, rel, self.settings, collection)
+        return judge_sidecar(data, rel, size, self.settings, collection)
 
     def _submit_raster(self, raster: str, sidecar: str | None, priority: int) -> None:
         path = self._path(raster)
@@ -495,12 +467,8 @@ class LocalInbox:
             log.error("collection file too large; ignored", file=rel, limit=COLLECTION_MAX)
             self.intake.remember_fingerprint(rel, fingerprint)
             return
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            log.warning("collection file is not valid UTF-8", file=rel)
-            text = data.decode("utf-8", errors="replace")
-        source = Source(url=str(path), key=rel, size=len(data), content_key=hashlib.sha256(data).hexdigest())
+        text = collection_text(data, rel, log)
+        source = collection_source(str(path), rel, data)
         collection = collection_of(rel) or ""
         job = self.intake.submit_collection(source=source, collection=collection, text=text, origin=ORIGIN)
         self.intake.remember_fingerprint(rel, fingerprint)
