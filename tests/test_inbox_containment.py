@@ -167,7 +167,7 @@ def test_folder_swapped_for_a_symlink_before_the_read_is_refused_unread(tmp_path
     (inbox / "col" / "sub").symlink_to(outside / "dir", target_is_directory=True)
     intake = RecordingIntake()
     watcher = LocalInbox(inbox, Settings(inbox=str(inbox)), intake)
-    watcher._submit_raster("col/sub/x.tif", "col/sub/x.json", 5)
+    watcher.files.submit_raster("col/sub/x.tif", "col/sub/x.json", 5)
     [job] = intake.rasters
     assert job["refused"] == Refusal(error_class="outside_inbox", error=str(_outside("col/sub/x.tif")))
     assert job["source"].content_key == "refused:outside_inbox"  # not the outside file's sha256
@@ -186,7 +186,7 @@ def test_fifo_sidecar_does_not_hang_the_watcher(tmp_path: Path) -> None:
     os.mkfifo(inbox / "col" / "f.json")
     intake = RecordingIntake()
     watcher = LocalInbox(inbox, Settings(inbox=str(inbox)), intake)
-    worker = threading.Thread(target=watcher._submit_raster, args=("col/f.tif", "col/f.json", 5), daemon=True)
+    worker = threading.Thread(target=watcher.files.submit_raster, args=("col/f.tif", "col/f.json", 5), daemon=True)
     worker.start()
     worker.join(5)
     assert not worker.is_alive(), "the watcher blocked reading a FIFO"

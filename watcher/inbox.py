@@ -6,32 +6,34 @@
    (start-up scan: ``Priority.BACKFILL``; anything seen while running: ``Priority.LIVE``);
 2. counts a file only once fully written: at once on close-after-write, otherwise once its size and
    mtime held still for ``settings.settle_time`` (created/modified/moved-in/scanned files);
-3. pairs rasters with sidecars (``watcher.pairing.Pairer``) and hands each pair to one worker thread,
-   which skips it when its stat fingerprint is the one the intake remembers (restarts stay cheap), and
-   otherwise hashes the raster (sha256, streamed) and calls ``intake.submit_raster``;
+3. pairs rasters with sidecars (``watcher.pairing.Pairer``) and hands each pair to one worker thread
+   (``watcher.submission.SubmissionWorker``, the S3 inbox's loop too), which reads and submits it
+   through ``watcher.inboxfiles.InboxFiles``: skipped when its stat fingerprint is the one the intake
+   remembers (restarts stay cheap), otherwise the raster is hashed (sha256, streamed) and
+   ``intake.submit_raster`` called;
 4. rescans the whole tree every ``settings.rescan_interval`` seconds (0 = off) to catch missed events;
    a submission that fails (broker or ledger down) is retried with backoff until it goes through;
 5. never dies because of one file: errors are logged with the file and the loop goes on.
 
 Rasters and sidecars are read only when their real path is inside the inbox (``stacdrop.containment``):
 one outside it (a symlink, a symlinked folder) is submitted unread, as a job the processor fails at once
-(``outside_inbox``). Sidecars are read up to ``max_sidecar_bytes`` and judged here by the one sidecar
-parser (``stacdrop.sidecar.sidecar_document``): an invalid one makes a job that fails at once as
-``invalid_sidecar`` with the reason, carrying the sidecar's size and sha256 but never its text; never a
-key-only item. Symlinked folders are not descended into (a scan reports those that lead outside).
+(``outside_inbox``). Sidecars are read up to ``max_sidecar_bytes`` and judged (``watcher.inboxfiles``) by
+the one sidecar parser (``stacdrop.sidecar.sidecar_document``): an invalid one makes a job that fails as
+``invalid_sidecar`` at once with the reason, carrying the sidecar's size and sha256 but never its text;
+never a key-only item. Symlinked folders are not descended into (a scan reports those that lead outside).
 Files directly in the inbox root have no collection folder: they are submitted with ``collection=""``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any
 
 import structlog
 from watchdog.events import (
@@ -50,19 +52,17 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from stacdrop.config import Settings
-from stacdrop.containment import check_inside, open_inbox_file, read_limited
-from stacdrop.errors import NotRegularFile, OutsideInbox
-from stacdrop.messages import Priority, Refusal, Source
-from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
-from watcher.naming import classify, collection_of
-from watcher.pairing import Action, EmitCollection, EmitRaster, Pairer
+from stacdrop.containment import check_inside
+from stacdrop.errors import OutsideInbox
+from stacdrop.messages import Priority
+from watcher.inboxfiles import InboxFiles, Stat
+from watcher.naming import classify
+from watcher.pairing import Action, EmitRaster, Pairer
+from watcher.submission import Intake, SubmissionWorker, primary
 
 log = structlog.get_logger("stacdrop.watcher")
 
 TICK = 0.1  # seconds between checks of settling files and sidecar deadlines
-CHUNK = 1 << 20  # hashing read size
-COLLECTION_MAX = 16 << 20  # bytes of a collection.json read; larger ones are ignored (and logged)
-ORIGIN = "inbox"
 WATCHED_EVENTS = [
     FileCreatedEvent,
     FileModifiedEvent,
@@ -76,22 +76,6 @@ WATCHED_EVENTS = [
 ]
 
 
-class Intake(Protocol):
-    """What the watcher needs of ``stacdrop.intake.Intake``."""
-
-    def submit_raster(
-        self, *, source: Source, collection: str, sidecar: SidecarDocument | None, origin: str, priority: int,
-        refused: Refusal | None = None,
-    ) -> tuple[str, bool]: ...
-
-    def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None: ...
-
-    def fingerprint(self, key: str) -> str | None: ...
-
-    def remember_fingerprint(self, key: str, fingerprint: str) -> None: ...
-
-
-Stat = tuple[int, int]  # size, mtime_ns
 
 
 @dataclass
@@ -107,10 +91,6 @@ class _Failed:
     is picked up again once it settles."""
 
     rel: str
-
-
-class _Stopped(Exception):
-    pass
 
 
 class _Handler(FileSystemEventHandler):
@@ -137,8 +117,14 @@ class LocalInbox:
         self._known: dict[str, Stat] = {}  # files declared ready, with their stat at that time
         self._priority: dict[str, int] = {}  # how each known file was found
         self._stop = threading.Event()
-        self._hashes: dict[str, tuple[Stat, str]] = {}  # worker only: raster key -> (stat, sha256)
         self._reported: set[str] = set()  # symlinked folders already reported as leading outside
+        self.files = InboxFiles(self.root, settings, intake, lambda: self._stop,  # the worker thread's side
+                                lambda rel: self._events.put(_Failed(rel)))
+        self._worker = SubmissionWorker(
+            self._work, lambda: self._stop, submit=self.files.submit, rel_of=lambda item: primary(item[0]),
+            gone=lambda exc: isinstance(exc, FileNotFoundError), gone_message="inbox file gone before submission",
+            failed_message="inbox submission failed; retrying", logger=log,
+        )
 
     # ------------------------------------------------------------------ main loop
 
@@ -148,7 +134,7 @@ class LocalInbox:
         observer = Observer()
         observer.schedule(_Handler(self._events), str(self.root), recursive=True, event_filter=WATCHED_EVENTS)
         observer.start()  # watch first, then scan: nothing falls in between
-        worker = threading.Thread(target=self._worker, name="stacdrop-inbox-worker", daemon=True)
+        worker = threading.Thread(target=self._worker.run, name="stacdrop-inbox-worker", daemon=True)
         worker.start()
         log.info("inbox watching", inbox=str(self.root))
         try:
@@ -349,161 +335,3 @@ class LocalInbox:
             else:
                 priority = self._priority.get(action.rel, Priority.LIVE)
             self._work.put((action, int(priority)))
-
-    # ------------------------------------------------------------------ submission (worker thread)
-
-    def _worker(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None or self._stop.is_set():
-                return
-            action, priority = item
-            rel = action.raster if isinstance(action, EmitRaster) else action.rel
-            delay = 1.0
-            while True:
-                try:
-                    if isinstance(action, EmitRaster):
-                        self._submit_raster(action.raster, action.sidecar, priority)
-                    else:
-                        self._submit_collection(action.rel)
-                    break
-                except _Stopped:
-                    return
-                except FileNotFoundError:
-                    log.info("inbox file gone before submission", file=rel)
-                    break
-                except Exception as exc:  # noqa: BLE001 - the broker or the ledger is down: wait, try again
-                    # Retrying here (not at the next rescan) keeps drops flowing seconds after an outage;
-                    # later files wait behind this one, which keeps their order.
-                    log.warning("inbox submission failed; retrying", file=rel, error=repr(exc), retry_in=delay)
-                    if self._stop.wait(delay):
-                        return
-                    delay = min(delay * 2, 60.0)
-
-    def _sha256(self, fd: int) -> str:
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, CHUNK):
-            if self._stop.is_set():
-                raise _Stopped()
-            digest.update(chunk)
-        return digest.hexdigest()
-
-    def _read_sidecar(self, rel: str, collection: str) -> SidecarDocument:
-        """The sidecar judged (contained, at most max_sidecar_bytes read). FileNotFoundError when gone."""
-        try:
-            fd, _real = open_inbox_file(self.root, self._path(rel), rel)
-        except (OutsideInbox, NotRegularFile) as exc:
-            return SidecarDocument.refused(rel, exc)
-        try:
-            size = os.fstat(fd).st_size
-            limit = int(self.settings.max_sidecar_bytes)
-            if size > limit:  # not read at all
-                return SidecarDocument.refused(rel, too_large(rel, size, limit), size=size)
-            data = read_limited(fd, limit)
-        finally:
-            os.close(fd)
-        return sidecar_document(data, rel, self.settings, collection)
-
-    def _submit_raster(self, raster: str, sidecar: str | None, priority: int) -> None:
-        path = self._path(raster)
-        st = os.stat(path)
-        fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
-        if sidecar is not None:
-            try:
-                sst = os.stat(self._path(sidecar))
-            except FileNotFoundError:
-                log.warning("sidecar gone before submission, submitting the raster alone", file=raster,
-                            sidecar=sidecar)
-                sidecar = None
-            else:
-                fingerprint += f"+{sst.st_size}:{sst.st_mtime_ns}"
-        if self.intake.fingerprint(raster) == fingerprint:
-            log.debug("inbox file unchanged", file=raster)
-            return
-        collection = collection_of(raster) or ""
-        document: SidecarDocument | None = None
-        if sidecar is not None:
-            try:
-                document = self._read_sidecar(sidecar, collection)
-            except FileNotFoundError:
-                log.warning("sidecar gone before submission, submitting the raster alone", file=raster,
-                            sidecar=sidecar)
-        stat = (st.st_size, st.st_mtime_ns)
-        refused: Refusal | None = None
-        try:
-            fd, _real = open_inbox_file(self.root, path, raster)
-        except (OutsideInbox, NotRegularFile) as exc:
-            # Not read, not hashed: the job only says why (the processor fails it on its first attempt).
-            refused = Refusal(error_class=exc.error_class, error=str(exc))
-            content_key = f"refused:{exc.error_class}"
-            log.error("inbox raster refused", file=raster, error_class=exc.error_class, error=str(exc))
-        else:
-            try:
-                content_key = self._content_key(raster, fd, stat)
-            finally:
-                os.close(fd)
-            if content_key is None:
-                return
-        source = Source(url=str(path), key=raster, size=st.st_size, content_key=content_key)
-        job, new = self.intake.submit_raster(
-            source=source, collection=collection, sidecar=document, origin=ORIGIN, priority=priority,
-            refused=refused,
-        )
-        self.intake.remember_fingerprint(raster, fingerprint)
-        log.info("inbox raster submitted" if new else "inbox raster unchanged (duplicate)", file=raster,
-                 sidecar=document.name if document else None, collection=collection, job_id=job, priority=priority)
-
-    def _content_key(self, raster: str, fd: int, stat: Stat) -> str | None:
-        """sha256 of the raster read through ``fd``; None when it changed while being hashed (it is picked
-        up again once it settles)."""
-        cached = self._hashes.get(raster)
-        opened = os.fstat(fd)
-        if (opened.st_size, opened.st_mtime_ns) != stat:
-            self._events.put(_Failed(raster))
-            return None
-        if cached is not None and cached[0] == stat:
-            return cached[1]  # only the sidecar changed
-        content_key = self._sha256(fd)
-        after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns) != stat:
-            log.info("raster changed while hashing; waiting for it to settle again", file=raster)
-            self._events.put(_Failed(raster))
-            return None
-        if len(self._hashes) >= 10_000:
-            self._hashes.clear()
-        self._hashes[raster] = (stat, content_key)
-        return content_key
-
-    def _submit_collection(self, rel: str) -> None:
-        path = self._path(rel)
-        st = os.stat(path)
-        fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
-        if self.intake.fingerprint(rel) == fingerprint:
-            log.debug("inbox file unchanged", file=rel)
-            return
-        try:
-            fd, _real = open_inbox_file(self.root, path, rel)
-        except (OutsideInbox, NotRegularFile) as exc:
-            log.error("inbox collection file refused", file=rel, error_class=exc.error_class, error=str(exc))
-            self.intake.remember_fingerprint(rel, fingerprint)
-            return
-        try:
-            data = read_limited(fd, COLLECTION_MAX)
-        finally:
-            os.close(fd)
-        if len(data) > COLLECTION_MAX:
-            log.error("collection file too large; ignored", file=rel, limit=COLLECTION_MAX)
-            self.intake.remember_fingerprint(rel, fingerprint)
-            return
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            log.warning("collection file is not valid UTF-8", file=rel)
-            text = data.decode("utf-8", errors="replace")
-        source = Source(url=str(path), key=rel, size=len(data), content_key=hashlib.sha256(data).hexdigest())
-        collection = collection_of(rel) or ""
-        job = self.intake.submit_collection(source=source, collection=collection, text=text, origin=ORIGIN)
-        self.intake.remember_fingerprint(rel, fingerprint)
-        log.info("inbox collection submitted" if job else "inbox collection unchanged", file=rel,
-                 collection=collection, job_id=job)
-
