@@ -18,8 +18,9 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
-from stacdrop.errors import ErrorClass, DiskFull, InvalidRaster, SourceNotFound, TransientError
-from processor.tiff import TiffLayout, TiffStructureError, tiff_layout
+from stacdrop.errors import DiskFull, InvalidRaster, SourceNotFound
+from processor.errors import ConversionFailed, OutputCheckFailed, TiffStructureError
+from processor.tiff import TiffLayout, tiff_layout
 from processor.validate import check_blocks_readable, gdal_message
 
 BLOCKSIZE = 512
@@ -27,18 +28,6 @@ BLOCKSIZE = 512
 # own overviews may have been made with "average" on categorical data.
 OVERVIEWS = "IGNORE_EXISTING"
 ENV = {"GDAL_TIFF_INTERNAL_MASK": True}
-
-
-class ConversionFailed(TransientError):
-    """The conversion failed although the input reads: our bug, the disk, memory. Retrying may help."""
-
-    error_class = ErrorClass.CONVERSION_FAILED
-
-
-class OutputCheckFailed(TransientError):
-    """The COG we wrote does not validate or read back: our bug or the disk, never the input's fault."""
-
-    error_class = ErrorClass.COG_CHECK_FAILED
 
 
 def cog_creation_options(*, resampling: str, target_crs: str | None = None, threads: str = "ALL_CPUS") -> dict[str, Any]:

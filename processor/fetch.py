@@ -31,38 +31,17 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from stacdrop.containment import local_inbox_root, open_inbox_file
-from stacdrop.errors import (
-    ErrorClass,    ConfigError, HostUnreachable, OutsideInbox, PermanentError, SourceNotFound, TransientError,
-)
+from stacdrop.errors import ConfigError, ErrorClass, HostUnreachable, OutsideInbox, PermanentError, SourceNotFound
 from stacdrop.s3 import S3Failure, classify_s3_error
 from stacdrop.urls import check_source_url, open_source_url, parse_source_url, redact_url
+
+from processor.errors import SourceForbidden, SourceTooLarge, SourceUnavailable
 
 ATTEMPTS = 3
 BACKOFF = 0.5
 CHUNK = 4 << 20
 TIMEOUT = (10, 60)  # connect, read (seconds without a byte)
 T = TypeVar("T")
-
-
-class SourceForbidden(PermanentError):
-    error_class = ErrorClass.SOURCE_FORBIDDEN
-
-
-class SourceTooLarge(PermanentError):
-    error_class = ErrorClass.SOURCE_TOO_LARGE
-
-
-class SourceUnavailable(TransientError):
-    """The source host (or S3 endpoint) did not serve the file after a few quick tries. When it did not
-    answer at all, or said it is overloaded or down (502/503/504, 429, SlowDown), that is an outage of the
-    host, not the job's fault: the runtime waits for it without spending attempts (stacdrop/runtime.py)."""
-
-    error_class = ErrorClass.SOURCE_UNAVAILABLE
-    outage_bounded = True
-
-    def __init__(self, message: str, *, outage: bool = False) -> None:
-        super().__init__(message)
-        self.counts_attempt = not outage
 
 
 class _Retry(Exception):

@@ -15,16 +15,13 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from stacdrop.errors import ErrorClass, ConfigError, PermanentError, StoreError
+from processor.errors import InvalidStoreKey
+from stacdrop.errors import ConfigError, StoreError
 from stacdrop.messages import StoredObject
 from stacdrop.stac_terms import MediaType
 
 _CHUNK = 4 << 20
 _OVERLAP_MIN = 16 << 20  # below this, fsync then hash in the calling thread
-
-
-class InvalidStoreKey(PermanentError):
-    error_class = ErrorClass.INVALID_STORE_KEY
 
 
 class Store(ABC):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from processor.errors import TiffStructureError
+
 # TIFF tags
 _STRIP_OFFSETS, _STRIP_BYTE_COUNTS = 273, 279
 _TILE_OFFSETS, _TILE_BYTE_COUNTS = 324, 325
@@ -22,10 +24,6 @@ _WIDTH, _LENGTH, _BITS, _SAMPLES = 256, 257, 258, 277
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 _INT_DTYPES = {1: "u1", 3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}
 _MAX_IFDS = 4096
-
-
-class TiffStructureError(Exception):
-    """The TIFF directory structure is broken or points past the end of the file."""
 
 
 @dataclass

@@ -28,7 +28,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from processor.limits import check_limits
-from processor.tiff import TiffStructureError, tiff_layout
+from processor.errors import TiffStructureError
+from processor.tiff import tiff_layout
 from stacdrop.errors import InvalidRaster
 
 def validate_input(path: str, name: str, limits: Any = None) -> None:

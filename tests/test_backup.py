@@ -262,13 +262,13 @@ def test_restore_stream_fixes_only_the_session_search_path():
     """Unit test of the stream filter: pg_dump's empty search_path becomes pgstac's, COPY data never changes."""
     import io
 
-    from stacdrop.app.backup import _copy_fixing_search_path
+    from stacdrop.app.backup import copy_fixing_search_path
 
     empty = b"SELECT pg_catalog.set_config('search_path', '', false);\n"
     script = (empty + b"CREATE TABLE pgstac.t (v text);\n"
               + b"COPY pgstac.t (v) FROM stdin;\n" + empty + b"\\.\n" + empty)
     out = io.BytesIO()
-    _copy_fixing_search_path(io.BytesIO(script), out)
+    copy_fixing_search_path(io.BytesIO(script), out)
     fixed = b"SELECT pg_catalog.set_config('search_path', 'pgstac, public', false);\n"
     assert out.getvalue() == (fixed + b"CREATE TABLE pgstac.t (v text);\n"
                               + b"COPY pgstac.t (v) FROM stdin;\n" + empty + b"\\.\n" + fixed)

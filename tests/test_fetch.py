@@ -14,7 +14,8 @@ import pytest
 from botocore.stub import Stubber
 
 import processor.fetch as fetch
-from processor.fetch import SourceForbidden, SourceTooLarge, SourceUnavailable, fetch_source
+from processor.errors import SourceForbidden, SourceTooLarge, SourceUnavailable
+from processor.fetch import fetch_source
 from processor.s3store import S3Store
 from processor.stage import process_raster
 from stacdrop.config import Settings

@@ -458,7 +458,7 @@ def test_workdir_cleaned_when_conversion_fails(env, monkeypatch):
 
 
 def test_output_check_failure_is_transient(tmp_path):
-    from processor.cogeo import OutputCheckFailed
+    from processor.errors import OutputCheckFailed
 
     src = write_geotiff(tmp_path / "a.tif", width=1024, height=1024)
     out = tmp_path / "out.tif"

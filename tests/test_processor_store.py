@@ -11,11 +11,12 @@ import pytest
 import rasterio
 
 from processor import store as store_mod
-from processor.cogeo import ConversionFailed, convert_to_cog
+from processor.cogeo import convert_to_cog
+from processor.errors import ConversionFailed, InvalidStoreKey, TiffStructureError
 from processor.metadata import read_raster_metadata
-from processor.store import InvalidStoreKey, LocalStore, check_key, store_key
+from processor.store import LocalStore, check_key, store_key
 from processor.stores import open_store
-from processor.tiff import TiffStructureError, tiff_layout
+from processor.tiff import tiff_layout
 from stacdrop.config import Settings
 from stacdrop.errors import ConfigError, PermanentError, StoreError
 from tests.rasters import write_geotiff

@@ -121,7 +121,7 @@ def test_parse_s3_url_keeps_question_marks_and_hashes_in_keys() -> None:
 def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) -> None:  # noqa: ANN001
     from datetime import timedelta
 
-    from processor.fetch import SourceUnavailable
+    from processor.errors import SourceUnavailable
     from stacdrop.bus.sqlite import SqliteBus
     from stacdrop.errors import ClaimedElsewhere
     from stacdrop.ledger import Ledger

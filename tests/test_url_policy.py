@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from urllib3.util import parse_url
 
 import processor.fetch as fetch
-from processor.fetch import SourceUnavailable, fetch_source
+from processor.errors import SourceUnavailable
+from processor.fetch import fetch_source
 from stacdrop.config import Settings
 from stacdrop.errors import PermanentError
 from stacdrop.urls import UnsafeURL, check_source_url

@@ -376,7 +376,7 @@ def _restore_stream(archive: Path, target: _Target, database: str) -> None:
     load_err = _drain(load.stderr)
     dump_err = _drain(dump.stderr)
     try:
-        _copy_fixing_search_path(dump.stdout, load.stdin)
+        copy_fixing_search_path(dump.stdout, load.stdin)
     except BrokenPipeError:
         pass  # psql stopped at an error: its exit code and message say which
     finally:
@@ -406,7 +406,9 @@ def _drain(stream: IO[bytes]) -> Callable[[], bytes]:
     return result
 
 
-def _copy_fixing_search_path(src: IO[bytes], dst: IO[bytes]) -> None:
+def copy_fixing_search_path(src: IO[bytes], dst: IO[bytes]) -> None:
+    """Copy a pg_restore script from ``src`` to ``dst``, pg_dump's empty session search_path replaced by
+    pgstac's (module docstring); lines inside COPY data are copied as they are."""
     in_copy = False
     for line in src:
         if in_copy:
