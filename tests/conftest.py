@@ -1,4 +1,4 @@
-"""Shared fixtures. Keep this file small and generic; service helpers live in tests/services.py."""
+"""Shared fixtures. Keep this file small and generic; service helpers live in tests/support/services.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 
 from stacdrop.bus import open_bus
 from stacdrop.bus.base import Bus
-from tests.api_server import FileServer
-from tests.rasters import write_geotiff
-from tests.services import (
+from tests.support.api_server import FileServer
+from tests.support.rasters import write_geotiff
+from tests.support.services import (
     MotoServer,
     ServiceUnavailable,
     delete_rabbit_prefix,
@@ -83,9 +83,9 @@ def moto_url(moto_server: MotoServer) -> str:
 
 @pytest.fixture(scope="session")
 def stac_server(postgres_dsn: str) -> Iterator[Any]:
-    """A real stac-fastapi-pgstac (tests/stac_api.py) on a fresh, migrated database, for the session.
+    """A real stac-fastapi-pgstac (tests/support/stac_api.py) on a fresh, migrated database, for the session.
     Mounts: ``url`` (plain), ``url + "/stac"`` (prefix), ``url + "/auth"`` (writes need the token)."""
-    from tests.stac_api import StacApiServer, check_available  # noqa: PLC0415
+    from tests.support.stac_api import StacApiServer, check_available  # noqa: PLC0415
 
     try:
         check_available(postgres_dsn)
