@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from stacdrop.bus import open_bus
 from stacdrop.bus.base import Bus
+from stacdrop.ledger import Ledger
 from tests.support.api_server import FileServer
+from tests.support.daemon import base_env
 from tests.support.rasters import write_geotiff
 from tests.support.services import (
     MotoServer,
@@ -149,3 +153,55 @@ def bus_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BusSpec
 def bus(bus_spec: BusSpec) -> Bus:
     """A fresh, empty bus of each engine."""
     return bus_spec.open()
+
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:  # noqa: ANN001
+    """A fresh ledger on each engine: SQLite in tmp_path, and PostgreSQL in a database of its own."""
+    if request.param == "sqlite":
+        led = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+        yield led
+        led.close()
+        return
+    ensure_postgres()
+    admin_url = PG_ADMIN_URL
+    name = f"ledger_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    led = Ledger(admin_url.rsplit("/", 1)[0] + f"/{name}")
+    yield led
+    led.close()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_ledger_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for a ledger, dropped afterwards."""
+    ensure_postgres()
+    name = f"stacdrop_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def rabbit_env(tmp_path: Path, rabbit_url: str, pg_ledger_url: str) -> Iterator[dict[str, str]]:
+    """A daemon environment on RabbitMQ (queues under a unique prefix, deleted afterwards) with a
+    PostgreSQL ledger."""
+    prefix = unique_prefix("e2e")
+    env = base_env(tmp_path, STACDROP_BROKER=rabbit_url, STACDROP_QUEUE_PREFIX=prefix,
+                   STACDROP_LEDGER=pg_ledger_url)
+    yield env
+    delete_rabbit_prefix(rabbit_url, prefix)
+

@@ -20,7 +20,7 @@ from stacdrop.app.backup import BackupError, backup, drop_old, kept_databases, l
 from stacdrop.config import Settings
 from tests.support.services import ServiceUnavailable
 from tests.support.stac_api import StacApiServer, check_available
-from tests.unit.publisher.test_publisher_static_catalog import make_collection, make_item
+from tests.support.stac_items import make_collection, make_item
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 

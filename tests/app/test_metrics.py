@@ -24,7 +24,6 @@ from stacdrop.app.metrics import EVENT_GRACE, METRIC_NAMES, StacdropCollector
 from tests.support.daemon import wait_until
 from tests.support.pipeline import COLLECTION, flowing
 from tests.support.services import delete_rabbit_prefix, unique_prefix
-from tests.e2e.test_e2e_rabbitmq import pg_ledger_url  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -16,7 +16,6 @@ from tests.support.api_server import ApiServer, FileServer
 from tests.support.daemon import DaemonProcess, base_env, catalog_items, wait_until
 from tests.support.rasters import write_geotiff
 from tests.support.services import delete_rabbit_prefix, unique_prefix
-from tests.e2e.test_e2e_rabbitmq import pg_ledger_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
 

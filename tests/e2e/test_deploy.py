@@ -50,7 +50,7 @@ import yaml
 from tests.support.daemon import wait_until, write_collection, write_sidecar
 from tests.support.rasters import write_geotiff
 from tests.support.services import delete_rabbit_prefix, free_port
-from tests.unit.watcher.test_s3_inbox import declared, minio_event, publish
+from tests.support.s3_events import declared, minio_event, publish
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
 

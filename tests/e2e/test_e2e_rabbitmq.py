@@ -8,59 +8,31 @@ import json
 import subprocess
 import time
 import urllib.parse
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-import sqlalchemy as sa
 
 from tests.support.daemon import (
     STACDROP,
     DaemonProcess,
-    base_env,
-    catalog_items,
     ledger_for,
     write_collection,
     write_sidecar,
 )
 from tests.support.rasters import write_geotiff
-from tests.support.services import delete_rabbit_prefix, ensure_postgres, unique_prefix
+from tests.support.stages import (
+    MGMT,
+    assert_exactly_once,
+    bus,
+    connections,
+    published,
+    require_management,
+    stop_all,
+    wait_stages,
+)
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-MGMT = "http://127.0.0.1:15672/api"
-
-
-@pytest.fixture
-def pg_ledger_url() -> Iterator[str]:
-    ensure_postgres()
-    name = f"stacdrop_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-                             isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-@pytest.fixture
-def rabbit_env(tmp_path: Path, rabbit_url: str, pg_ledger_url: str) -> Iterator[dict[str, str]]:
-    prefix = unique_prefix("e2e")
-    env = base_env(tmp_path, STACDROP_BROKER=rabbit_url, STACDROP_QUEUE_PREFIX=prefix,
-                   STACDROP_LEDGER=pg_ledger_url)
-    yield env
-    delete_rabbit_prefix(rabbit_url, prefix)
-
-
-def bus(env: dict[str, str]):  # noqa: ANN201
-    from stacdrop.bus.rabbitmq import RabbitBus
-
-    return RabbitBus(env["STACDROP_BROKER"], prefix=env["STACDROP_QUEUE_PREFIX"])
 
 
 def start_stages(root: Path, env: dict[str, str]) -> dict[str, DaemonProcess]:
@@ -75,26 +47,6 @@ def start_stages(root: Path, env: dict[str, str]) -> dict[str, DaemonProcess]:
     return procs
 
 
-def wait_stages(predicate, timeout: float, what: str, procs: dict[str, DaemonProcess]):  # noqa: ANN001, ANN201
-    """wait_until, failing with the tail of every stage's log (and when any stage process died)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        dead = [name for name, proc in procs.items() if not proc.alive()]
-        if dead:
-            break
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {name}\n{proc.logs()[-2500:]}" for name, proc in procs.items())
-    raise AssertionError(f"{what}: not reached in {timeout}s (dead stages: {dead})\n{logs}")
-
-
-def stop_all(procs: dict[str, DaemonProcess]) -> None:
-    for proc in procs.values():
-        proc.stop()
-
-
 def drop(inbox: Path, count: int, size: int, collection: str = "clim", start: int = 0) -> list[str]:
     ids = []
     for i in range(start, start + count):
@@ -103,23 +55,6 @@ def drop(inbox: Path, count: int, size: int, collection: str = "clim", start: in
         write_sidecar(p, id=item_id, datetime="2000-01-01")
         ids.append(f"{collection}/{item_id}")
     return ids
-
-
-def published(env: dict[str, str]) -> int:
-    return len(ledger_for(env).list_jobs(state="published", limit=100000))
-
-
-def assert_exactly_once(env: dict[str, str], root: Path, expected: list[str]) -> None:
-    ledger = ledger_for(env)
-    jobs = [j for j in ledger.list_jobs(limit=100000) if j.kind == "raster"]
-    assert sorted(j.state for j in jobs) == ["published"] * len(expected), \
-        [(j.source_key, j.state, j.error) for j in jobs if j.state != "published"]
-    assert len({j.source for j in jobs}) == len(expected)  # one job per source: nothing submitted twice
-    assert sorted(catalog_items(root / "data" / "stac")) == sorted(expected)
-    for job in jobs:  # each job published once: one "succeeded" publish event
-        events = ledger.get(job.id, with_events=True).events
-        assert [e.stage for e in events if e.status == "succeeded"].count("publish") == 1, events
-    assert bus(env).dead_letters() == []
 
 
 def test_separate_stage_processes_publish_every_input_once(tmp_path: Path, rabbit_env: dict[str, str]) -> None:
@@ -184,19 +119,6 @@ def test_broker_restart_mid_stream(tmp_path: Path, rabbit_env: dict[str, str]) -
     finally:
         stop_all(procs)
     assert_exactly_once(rabbit_env, tmp_path, expected)
-
-
-def require_management() -> None:
-    try:
-        requests.get(f"{MGMT}/overview", auth=("guest", "guest"), timeout=5).raise_for_status()
-    except requests.RequestException:
-        pytest.fail("the RabbitMQ management plugin must be enabled (scripts/services.sh does it)")
-
-
-def connections(prefix: str) -> list[dict]:
-    resp = requests.get(f"{MGMT}/connections", auth=("guest", "guest"), timeout=10)
-    resp.raise_for_status()
-    return [c for c in resp.json() if prefix in (c.get("client_properties") or {}).get("connection_name", "")]
 
 
 def _close_connections(prefix: str) -> int:

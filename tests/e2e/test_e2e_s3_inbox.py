@@ -26,7 +26,7 @@ from tests.support.daemon import (
 )
 from tests.support.rasters import write_geotiff
 from tests.support.services import delete_rabbit_prefix, unique_prefix
-from tests.unit.watcher.test_s3_inbox import aws_event, ceph_event, declared, minio_event, publish
+from tests.support.s3_events import aws_event, ceph_event, declared, minio_event, publish
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
 

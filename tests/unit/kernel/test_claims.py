@@ -19,18 +19,15 @@ from stacdrop.errors import ClaimedElsewhere
 from stacdrop.ledger import Ledger
 from tests.support.daemon import DaemonProcess, ledger_for, write_collection, write_sidecar
 from tests.support.rasters import write_geotiff
-from tests.e2e.test_e2e_rabbitmq import (  # noqa: F401 - fixtures
+from tests.support.stages import (
     MGMT,
     assert_exactly_once,
     connections,
-    pg_ledger_url,
     published,
-    rabbit_env,
     require_management,
     stop_all,
     wait_stages,
 )
-from tests.unit.kernel.test_ledger import ledger  # noqa: F401 - fixture
 
 
 def test_a_fresh_claim_keeps_others_off_until_it_is_stale(ledger: Ledger) -> None:  # noqa: F811

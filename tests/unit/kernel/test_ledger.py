@@ -1,39 +1,11 @@
-"""The job ledger against SQLite and a real PostgreSQL."""
+"""The job ledger against SQLite and a real PostgreSQL (the ``ledger`` fixture, one per engine, is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import pytest
 import sqlalchemy as sa
 
 from stacdrop.ledger import FAILED, PUBLISHED, QUEUED, Ledger
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:  # noqa: ANN001
-    if request.param == "sqlite":
-        led = Ledger(f"sqlite:///{tmp_path}/ledger.db")
-        yield led
-        led.close()
-        return
-    from tests.support.services import ensure_postgres
-
-    ensure_postgres()
-    admin_url = PG_ADMIN_URL
-    name = f"ledger_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    led = Ledger(admin_url.rsplit("/", 1)[0] + f"/{name}")
-    yield led
-    led.close()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _create(ledger: Ledger, source: str = "/in/c/a.tif", content: str = "sha1+side1"):  # noqa: ANN202

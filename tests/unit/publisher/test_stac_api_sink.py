@@ -13,8 +13,7 @@ from publisher.stac_api import CatalogAuthError, CatalogMismatch, StacApiSink, _
 from stacdrop.config import Settings
 from stacdrop.errors import CatalogUnavailable, DuplicateItem, InvalidItem, UnknownCollection
 from tests.support.stac_api import TOKEN, free_port
-from tests.unit.kernel.test_ledger import ledger  # noqa: F401 - fixture: the ledger on SQLite and on PostgreSQL
-from tests.unit.publisher.test_publisher_static_catalog import make_collection, make_item
+from tests.support.stac_items import make_collection, make_item
 
 pytestmark = pytest.mark.postgres
 

@@ -11,53 +11,9 @@ import pytest
 from watcher.pairing import EmitRaster, Pairer
 from watcher.s3events import MalformedEvent, parse_message, sequencer_newer
 from watcher.s3reconcile import Group, Obj, OrderError, group_siblings, merge_diff
+from tests.support.s3_events import aws_record, ceph_record, minio_message
 
 KEY = "drop/clim/sub dir/bio+1 ünï.tif"
-
-
-def aws_record(key: str, name: str = "ObjectCreated:Put", **obj) -> dict:
-    return {
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-27T03:00:00.000Z", "eventName": name,
-        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"}, "requestParameters": {"sourceIPAddress": "10.0.0.1"},
-        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "stacdrop",
-               "bucket": {"name": "inbox", "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
-                          "arn": "arn:aws:s3:::inbox"},
-               "object": {"key": quote_plus(key, safe="/"), "size": 10, "eTag": "abc", "sequencer": "0A1B", **obj}},
-    }
-
-
-def minio_message(key: str, name: str = "s3:ObjectCreated:Put") -> dict:
-    return {
-        "EventName": name, "Key": f"inbox/{key}",
-        "Records": [{
-            "eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "", "eventTime": "2026-11-27T03:00:00Z",
-            "eventName": name, "userIdentity": {"principalId": "minioadmin"},
-            "requestParameters": {"principalId": "minioadmin", "region": "", "sourceIPAddress": "127.0.0.1"},
-            "responseElements": {"x-amz-request-id": "17A", "x-minio-deployment-id": "d1", "x-minio-origin-endpoint": "http://m"},
-            "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
-                   "bucket": {"name": "inbox", "ownerIdentity": {"principalId": "minioadmin"}, "arn": "arn:aws:s3:::inbox"},
-                   "object": {"key": quote_plus(key), "size": 10, "eTag": "abc", "contentType": "image/tiff",
-                              "userMetadata": {}, "sequencer": "17A9"}},
-            "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO"},
-        }],
-    }
-
-
-def ceph_record(key: str, name: str = "ObjectCreated:Put") -> dict:
-    return {
-        "eventVersion": "2.2", "eventSource": "ceph:s3", "awsRegion": "default",
-        "eventTime": "2026-11-27T03:00:00.124724Z", "eventName": name, "userIdentity": {"principalId": "tester"},
-        "requestParameters": {"sourceIPAddress": ""},
-        "responseElements": {"x-amz-request-id": "503a4c37.5330.903595", "x-amz-id-2": "14d2-zone1-zonegroup1"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "stacdrop",
-               "bucket": {"name": "inbox", "ownerIdentity": {"principalId": "tester"}, "arn": "arn:aws:s3:::inbox",
-                          "id": "503a4c37.5330.1"},
-               "object": {"key": key, "size": 10, "eTag": "abc", "versionId": "", "sequencer": "F7E6D75DC742D108",
-                          "metadata": [], "tags": []}},
-        "eventId": "1574430455.124724.abc", "opaqueData": "",
-    }
 
 
 def test_aws_keys_are_form_decoded():

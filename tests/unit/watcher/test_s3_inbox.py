@@ -17,7 +17,7 @@ import pika
 import pytest
 
 from stacdrop.config import Settings
-from tests.unit.watcher.test_s3_events import aws_record, ceph_record, minio_message
+from tests.support.s3_events import aws_event, ceph_event, declared, minio_event, publish, wait_for
 from watcher.s3 import S3Inbox
 
 
@@ -98,70 +98,6 @@ class Running:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(30)
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "") -> Any:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def publish(rabbit_url: str, exchange: str, message: dict, routing_key: str = "stacdrop") -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-    ch = conn.channel()
-    ch.basic_publish(exchange, routing_key, json.dumps(message).encode())
-    conn.close()
-
-
-def with_etag(record: dict, client, bucket: str, key: str) -> dict:  # noqa: ANN001
-    head = client.head_object(Bucket=bucket, Key=key)
-    record["s3"]["bucket"]["name"] = bucket
-    record["s3"]["object"].update(eTag=head["ETag"].strip('"'), size=head["ContentLength"])
-    return record
-
-
-def aws_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:  # noqa: ANN001
-    rec = aws_record(key, name)
-    rec["s3"]["object"].pop("sequencer")  # like moto: no sequencer
-    return {"Records": [with_etag(rec, client, bucket, key) if name != "ObjectRemoved:Delete" else rec]}
-
-
-def ceph_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:  # noqa: ANN001
-    rec = ceph_record(key, name)
-    rec["s3"]["object"]["sequencer"] = f"{time.monotonic_ns():016X}"
-    if name.startswith("ObjectCreated") and name != "ObjectCreated:Post":
-        with_etag(rec, client, bucket, key)
-    else:
-        rec["s3"]["bucket"]["name"] = bucket
-    return {"Records": [rec]}
-
-
-def minio_event(client, bucket: str, key: str) -> dict:  # noqa: ANN001
-    msg = minio_message(key)
-    msg["Key"] = f"{bucket}/{key}"
-    msg["Records"][0]["s3"]["object"]["sequencer"] = f"{time.monotonic_ns():X}"
-    with_etag(msg["Records"][0], client, bucket, key)
-    return msg
-
-
-def declared(rabbit_url: str, exchange: str, queue: str, timeout: float = 15.0) -> None:
-    """Wait until the inbox has declared and bound its queue."""
-    def ready() -> bool:
-        conn = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-        try:
-            ch = conn.channel()
-            ch.queue_declare(queue, passive=True)
-            return True
-        except pika.exceptions.ChannelClosedByBroker:
-            return False
-        finally:
-            if conn.is_open:
-                conn.close()
-    wait_for(ready, timeout, "the events queue")
 
 
 def queue_depth(rabbit_url: str, queue: str) -> int:
