@@ -28,6 +28,18 @@ from tests.support.services import (
 )
 
 
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ is slow (whole daemons as subprocesses): mark it ``e2e`` so the fast
+    subset (``-m "not e2e"``) leaves it out even when a new module forgets ``pytestmark``. Tests elsewhere
+    keep their own marks."""
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # noqa: ARG001
     """Under ``make test`` (STACDROP_REQUIRE_SERVICES=1) every service was installed and started first, so a
