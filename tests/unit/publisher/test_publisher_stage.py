@@ -6,7 +6,7 @@ from publisher.stage import publish_collection, publish_raster
 from publisher.static_catalog import StaticCatalog
 from publisher.validation import InvalidCollection, validate_collection
 from stacdrop.config import Settings
-from stacdrop.errors import DuplicateItem, PermanentError, UnknownCollection
+from stacdrop.errors import DuplicateItem, UnknownCollection
 from stacdrop.messages import CollectionUpdate, Source
 from tests.unit.publisher.test_publisher_derive import TEMPLATE, make_ready
 
@@ -64,7 +64,6 @@ def test_publish_collection_bad_json_names_the_file(sink):
     with pytest.raises(InvalidCollection) as exc:
         publish_collection(update('{"id": "chelsa",'), sink)
     assert "chelsa/collection.json" in str(exc.value) and "not valid JSON" in str(exc.value)
-    assert isinstance(exc.value, PermanentError) and not exc.value.transient
     with pytest.raises(InvalidCollection, match="JSON object"):
         publish_collection(update("[1, 2]"), sink)
 
