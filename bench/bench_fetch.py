@@ -33,7 +33,7 @@ import rasterio.shutil  # noqa: E402
 from processor.fetch import fetch_source  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
 from stacdrop.s3 import rasterio_env, s3_client  # noqa: E402
-from tests.services import MotoServer  # noqa: E402
+from tests.support.services import MotoServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 

@@ -31,7 +31,7 @@ from processor.s3store import S3Store  # noqa: E402
 from stacdrop.stac_terms import MediaType  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
 from stacdrop.s3 import s3_client  # noqa: E402
-from tests.services import MotoServer  # noqa: E402
+from tests.support.services import MotoServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 

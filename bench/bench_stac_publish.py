@@ -1,6 +1,6 @@
 """Items per second into a real stac-fastapi-pgstac: stacdrop's StacApiSink against the baselines.
 
-One invocation starts its own stac-fastapi-pgstac (tests/stac_api.py: fresh database, pypgstac migrate,
+One invocation starts its own stac-fastapi-pgstac (tests/support/stac_api.py: fresh database, pypgstac migrate,
 uvicorn) and publishes N small items (default 2,000) into a fresh collection per method:
 
 - sink.put_items   StacApiSink.put_items (bulk upsert in chunks of --batch, two in flight, existence
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from publisher.stac_api import StacApiSink  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
-from tests.stac_api import StacApiServer, check_available  # noqa: E402
+from tests.support.stac_api import StacApiServer, check_available  # noqa: E402
 
 
 def make_collection(cid: str) -> dict:

@@ -14,7 +14,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# tests/test_deploy.py: `docker-compose config` validates docker-compose.yml (no Docker engine: without
+# tests/e2e/test_deploy.py: `docker-compose config` validates docker-compose.yml (no Docker engine: without
 # recommends, so no docker.io), and nginx runs the stack's template on a port the test picks. No service
 # is started by the install (policy-rc.d 101): nginx would take port 80, prometheus 9090.
 deploy_apt=()

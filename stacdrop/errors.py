@@ -14,7 +14,7 @@ from enum import StrEnum
 class ErrorClass(StrEnum):
     """Every error class an operator can filter jobs and dead letters by (``--error-class``,
     ``?error_class=``), with whether a retry may help and what it means. docs/errors.md is generated from
-    this list (``python -m stacdrop.errors``); tests/test_errors.py fails when the two differ, and when a
+    this list (``python -m stacdrop.errors``); tests/unit/kernel/test_errors.py fails when the two differ, and when a
     raised error's class is missing here.
 
     An error no one foresaw (a bug) is recorded under its Python type name (``KeyError``) and retried a few

@@ -3,7 +3,7 @@
 This module is the one place where sidecar bytes and fields are judged, for every way in: files of the
 local and S3 inboxes, the HTTP API's request bodies (``POST /jobs``, ``POST /newitem``) and the processor.
 Whatever the input, the answer is a ``Sidecar`` or an ``InvalidSidecar`` with a one-line reason that
-names the file and never holds its content; nothing else escapes (``tests/test_sidecar_strict.py`` checks
+names the file and never holds its content; nothing else escapes (``tests/unit/kernel/test_sidecar_strict.py`` checks
 it with hypothesis). Each of these is refused at once, on the first attempt:
 
 - more bytes than ``max_sidecar_bytes`` (the readers stop at that many + 1: ``stacdrop.containment.read_limited``);

@@ -1,20 +1,24 @@
-"""Shared fixtures. Keep this file small and generic; service helpers live in tests/services.py."""
+"""Shared fixtures. Keep this file small and generic; service helpers live in tests/support/services.py."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from stacdrop.bus import open_bus
 from stacdrop.bus.base import Bus
-from tests.api_server import FileServer
-from tests.rasters import write_geotiff
-from tests.services import (
+from stacdrop.ledger import Ledger
+from tests.support.api_server import FileServer
+from tests.support.daemon import base_env
+from tests.support.rasters import write_geotiff
+from tests.support.services import (
     MotoServer,
     ServiceUnavailable,
     delete_rabbit_prefix,
@@ -22,6 +26,18 @@ from tests.services import (
     ensure_rabbitmq,
     unique_prefix,
 )
+
+
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ is slow (whole daemons as subprocesses): mark it ``e2e`` so the fast
+    subset (``-m "not e2e"``) leaves it out even when a new module forgets ``pytestmark``. Tests elsewhere
+    keep their own marks."""
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -83,9 +99,9 @@ def moto_url(moto_server: MotoServer) -> str:
 
 @pytest.fixture(scope="session")
 def stac_server(postgres_dsn: str) -> Iterator[Any]:
-    """A real stac-fastapi-pgstac (tests/stac_api.py) on a fresh, migrated database, for the session.
+    """A real stac-fastapi-pgstac (tests/support/stac_api.py) on a fresh, migrated database, for the session.
     Mounts: ``url`` (plain), ``url + "/stac"`` (prefix), ``url + "/auth"`` (writes need the token)."""
-    from tests.stac_api import StacApiServer, check_available  # noqa: PLC0415
+    from tests.support.stac_api import StacApiServer, check_available  # noqa: PLC0415
 
     try:
         check_available(postgres_dsn)
@@ -149,3 +165,55 @@ def bus_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BusSpec
 def bus(bus_spec: BusSpec) -> Bus:
     """A fresh, empty bus of each engine."""
     return bus_spec.open()
+
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:  # noqa: ANN001
+    """A fresh ledger on each engine: SQLite in tmp_path, and PostgreSQL in a database of its own."""
+    if request.param == "sqlite":
+        led = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+        yield led
+        led.close()
+        return
+    ensure_postgres()
+    admin_url = PG_ADMIN_URL
+    name = f"ledger_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    led = Ledger(admin_url.rsplit("/", 1)[0] + f"/{name}")
+    yield led
+    led.close()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_ledger_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for a ledger, dropped afterwards."""
+    ensure_postgres()
+    name = f"stacdrop_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def rabbit_env(tmp_path: Path, rabbit_url: str, pg_ledger_url: str) -> Iterator[dict[str, str]]:
+    """A daemon environment on RabbitMQ (queues under a unique prefix, deleted afterwards) with a
+    PostgreSQL ledger."""
+    prefix = unique_prefix("e2e")
+    env = base_env(tmp_path, STACDROP_BROKER=rabbit_url, STACDROP_QUEUE_PREFIX=prefix,
+                   STACDROP_LEDGER=pg_ledger_url)
+    yield env
+    delete_rabbit_prefix(rabbit_url, prefix)
+

@@ -327,7 +327,7 @@ def _aware(value: datetime) -> datetime:
 
 
 # Every metric name the collector exposes (histograms and counters by their family name); alert rules and
-# the dashboard are checked against it (tests/test_metrics.py).
+# the dashboard are checked against it (tests/app/test_metrics.py).
 METRIC_NAMES = (
     "stacdrop_ledger_up", "stacdrop_jobs", "stacdrop_failed_jobs", "stacdrop_unfinished_job_oldest_age_seconds",
     "stacdrop_converted_input_bytes_total", "stacdrop_converted_cog_bytes_total",

@@ -1,4 +1,4 @@
-"""The bus interface every engine implements; ``tests/test_bus_contract.py`` is its specification.
+"""The bus interface every engine implements; ``tests/contract/test_bus_contract.py`` is its specification.
 
 A stage consumes one queue. For each delivery the stage's runtime calls exactly one of
 ``ack()``, ``retry(delay, ...)`` or ``dead_letter(...)``. The bus owns the topology: the work queue,
