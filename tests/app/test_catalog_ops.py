@@ -17,8 +17,8 @@ from stacdrop.app.catalog_ops import NotACollection, push_collection, read_colle
 from stacdrop.app.components import open_ledger
 from stacdrop.config import Settings
 from stacdrop.errors import ErrorClass, StacdropError
-from tests.rasters import write_geotiff
-from tests.test_publisher_static_catalog import make_collection, make_item
+from tests.support.rasters import write_geotiff
+from tests.support.stac_items import make_collection, make_item
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,11 +30,11 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path(settings.inbox).parent), "PYTHONPATH": str(ROOT),
-           "STACDROP_INBOX": settings.inbox, "STACDROP_STORE": settings.store, "STACDROP_STAC": settings.stac,
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path(settings.inbox.path).parent), "PYTHONPATH": str(ROOT),
+           "STACDROP_INBOX": settings.inbox.path, "STACDROP_STORE": settings.store, "STACDROP_STAC": settings.stac,
            "STACDROP_LEDGER": settings.ledger, "STACDROP_BROKER": settings.broker}
     return subprocess.run([sys.executable, "-m", "stacdrop.app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=Path(settings.inbox).parent)
+                          timeout=60, cwd=Path(settings.inbox.path).parent)
 
 
 def test_collection_push_creates_then_updates_each_run_its_own_job(settings: Settings, tmp_path: Path) -> None:
