@@ -180,7 +180,7 @@ def _process(request: IngestRequest, settings: Settings, store: Store, workdir: 
     return RasterReady(
         source=request.source,
         collection=collection,
-        sidecar=sidecar.model_dump(mode="json") if sidecar else None,
+        sidecar=sidecar,
         sidecar_name=sidecar_name,
         cog=stored,
         raster=metadata,

@@ -2,7 +2,7 @@
 
 Precedence, highest first, per field:
 
-1. the sidecar (``RasterReady.sidecar``, already normalised by the processor),
+1. the sidecar (``RasterReady.sidecar``, a ``stacdrop.sidecar.Sidecar`` parsed and normalised by the processor),
 2. the collection's key template over the path inside the collection folder,
 3. raster tags (``datetime`` / ``DATETIME`` / ``start_datetime`` / ``end_datetime`` / ``TIFFTAG_DATETIME``),
 4. defaults: the collection settings' ``properties``; the id defaults to the file name without extension.
@@ -14,12 +14,17 @@ projection, raster and file fields always come from the raster itself ("raster")
 
 ``provenance`` maps ``id``, ``collection``, ``datetime``/``start_datetime``/``end_datetime``, every
 property name and ``geometry``/``bbox``/``assets`` to the rule that produced it.
+
+Two halves: ``derive_metadata`` (the key, the sidecar, the settings and, when known, the raster's tags:
+id, collection, datetimes, title, properties) needs no raster, so ``stacdrop explain`` of a key calls it
+alone; ``with_raster_fields`` adds what only the stored COG gives. ``derive_item`` is both in turn.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +35,7 @@ from publisher.templates import TemplateFields, compile_template, interpret, par
 from stacdrop.config import CollectionSettings
 from stacdrop.errors import InvalidItem, InvalidSidecar
 from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady
-from stacdrop.sidecar import check_id, parse_datetime
+from stacdrop.sidecar import Sidecar, check_id, parse_datetime
 from stacdrop.stac_terms import STAC_VERSION, Extension, MediaType
 from stacdrop.times import parse_time
 
@@ -168,11 +173,32 @@ def _check_id(value: str, what: str, rule: str, source: str, hint: str) -> str:
         raise InvalidItem(f"{exc}; {hint}") from None
 
 
-def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem:
-    """Build the STAC item for ``ready``. Raises InvalidItem (permanent) naming the file."""
-    source = ready.source.key or ready.source.url
-    sidecar = dict(ready.sidecar or {})
-    sidecar_name = ready.sidecar_name or f"{file_stem(source)}.json"
+@dataclass
+class ItemMetadata:
+    """What an item takes from its key, its sidecar and the collection settings: everything but the raster's
+    fields. ``properties`` holds the temporal fields first, then title and description, then the rest."""
+
+    id: str
+    collection: str
+    properties: dict[str, Any]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+NEEDS_RASTER = "raster_tags (needs the raster)"
+
+
+def derive_metadata(source: str, collection: str, settings: CollectionSettings, sidecar: Sidecar | None = None,
+                    *, sidecar_name: str | None = None,
+                    raster_tags: Mapping[str, str] | None = None) -> ItemMetadata:
+    """The id, collection, datetime(s), title and properties of the item for ``source`` (the inbox key),
+    with the rule behind each (see the module docstring). Raises InvalidItem naming the file.
+
+    ``raster_tags`` are the raster's tags, the third rule for the datetimes. None: the raster has not been
+    read (``stacdrop explain`` of a key): when neither the sidecar nor the key template gives a datetime,
+    it would come from the tags (or, without any, the defaults), so it is left None with the provenance
+    NEEDS_RASTER.
+    """
+    sidecar_name = sidecar_name or f"{file_stem(source)}.json"
     prov: dict[str, str] = {}
 
     # Key template.
@@ -186,8 +212,8 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
             tmpl = interpret(values, source)
 
     # Id.
-    if sidecar.get("id"):
-        item_id, prov["id"] = sidecar["id"], "sidecar"
+    if sidecar is not None and sidecar.id:
+        item_id, prov["id"] = sidecar.id, "sidecar"
     elif tmpl.id:
         item_id, prov["id"] = tmpl.id, "key_template"
     else:
@@ -196,25 +222,26 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
         item_id, "item id", prov["id"], source,
         "rename the file, or set \"id\" in the sidecar, or add an {id} field to the key template",
     )
-    collection = ready.collection
     _check_id(collection, "collection id", "inbox", source, "rename the collection folder")
-    prov["collection"] = "sidecar" if sidecar.get("collection") == collection else "inbox"
+    prov["collection"] = "sidecar" if sidecar is not None and sidecar.collection == collection else "inbox"
 
     # Properties, lowest precedence first.
     defaults = dict(settings.properties)
+    described = {k: getattr(sidecar, k) for k in ("title", "description")} if sidecar is not None else {}
     props: dict[str, Any] = {}
     for rule, layer in (
         ("default", {k: v for k, v in defaults.items() if k not in TIME_KEYS}),
         ("key_template", tmpl.properties),
-        ("sidecar", {k: v for k, v in (sidecar.get("properties") or {}).items() if k not in TIME_KEYS}),
-        ("sidecar", {k: sidecar[k] for k in ("title", "description") if sidecar.get(k) is not None}),
+        ("sidecar", {k: v for k, v in (sidecar.properties if sidecar is not None else {}).items()
+                     if k not in TIME_KEYS}),
+        ("sidecar", {k: v for k, v in described.items() if v is not None}),
     ):
         for k, v in layer.items():
             props[k] = v
             prov[k] = rule
 
     # Temporal fields: one group, from the first rule that has any.
-    tag_times, tag_names = _times_from_tags(ready.raster.tags, source)
+    tag_times, tag_names = _times_from_tags(raster_tags, source) if raster_tags is not None else ({}, None)
     default_times: dict[str, str | None] = {}
     for key in TIME_KEYS:
         if defaults.get(key) is not None:
@@ -222,8 +249,9 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
                 default_times[key] = parse_datetime(defaults[key], f"properties.{key}", f"collection {collection} settings")
             except InvalidSidecar as exc:
                 raise InvalidItem(f"{source}: {exc}") from None
+    # The sidecar's datetimes are normalised already (stacdrop.sidecar.Sidecar): taken as they are.
     candidates: list[tuple[str, dict[str, str | None]]] = [
-        ("sidecar", {k: sidecar.get(k) for k in TIME_KEYS}),
+        ("sidecar", {k: getattr(sidecar, k) for k in TIME_KEYS} if sidecar is not None else {}),
         ("key_template", {"datetime": tmpl.datetime, "start_datetime": tmpl.start_datetime, "end_datetime": tmpl.end_datetime}),
         ("raster_tags", tag_times),
         ("default", default_times),
@@ -231,6 +259,9 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
     times: dict[str, str | None] = {}
     time_rule = None
     for rule, cand in candidates:
+        if rule == "raster_tags" and raster_tags is None:
+            time_rule = NEEDS_RASTER  # the tags would decide here: unknown without the raster
+            break
         if any(cand.get(k) for k in TIME_KEYS):
             times, time_rule = {k: cand.get(k) for k in TIME_KEYS}, rule
             break
@@ -241,28 +272,46 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
             f"time). Add \"datetime\": \"YYYY-MM-DD\" (the start of the period) to the sidecar {sidecar_name}, "
             "or set the collection's key_template with a {datetime}, {date} or {year} field"
         )
-    start, end = times.get("start_datetime"), times.get("end_datetime")
-    if times.get("datetime") is None and not (start and end):
-        raise InvalidItem(
-            f"{source}: the {time_rule.replace('_', ' ')} gives only "
-            f"{'start_datetime' if start else 'end_datetime'}: give both start_datetime and end_datetime, or a datetime"
-        )
-    if start and end and parse_time(start) > parse_time(end):
-        raise InvalidItem(f"{source}: start_datetime {start} is after end_datetime {end} (from the {time_rule})")
     properties: dict[str, Any] = {"datetime": times.get("datetime")}
-    prov["datetime"] = time_rule if times.get("datetime") else time_rule + " (null: start/end given)"
-    for key in ("start_datetime", "end_datetime"):
-        if times.get(key):
-            properties[key] = times[key]
-            prov[key] = time_rule
-    if time_rule == "raster_tags" and tag_names:
-        prov["datetime"] = f"raster_tags:{tag_names}"
+    if time_rule == NEEDS_RASTER:
+        prov["datetime"] = NEEDS_RASTER
+    else:
+        start, end = times.get("start_datetime"), times.get("end_datetime")
+        if times.get("datetime") is None and not (start and end):
+            raise InvalidItem(
+                f"{source}: the {time_rule.replace('_', ' ')} gives only "
+                f"{'start_datetime' if start else 'end_datetime'}: give both start_datetime and end_datetime, or a datetime"
+            )
+        if start and end and parse_time(start) > parse_time(end):
+            raise InvalidItem(f"{source}: start_datetime {start} is after end_datetime {end} (from the {time_rule})")
+        prov["datetime"] = time_rule if times.get("datetime") else time_rule + " (null: start/end given)"
+        for key in ("start_datetime", "end_datetime"):
+            if times.get(key):
+                properties[key] = times[key]
+                prov[key] = time_rule
+        if time_rule == "raster_tags" and tag_names:
+            prov["datetime"] = f"raster_tags:{tag_names}"
     for k in ("title", "description"):
         if k in props:
             properties[k] = props.pop(k)
     properties.update(props)
+    return ItemMetadata(id=item_id, collection=collection, properties=properties, provenance=prov)
 
-    # Raster-derived fields.
+
+def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem:
+    """Build the STAC item for ``ready``. Raises InvalidItem (permanent) naming the file."""
+    source = ready.source.key or ready.source.url
+    meta = derive_metadata(source, ready.collection, settings, ready.sidecar, sidecar_name=ready.sidecar_name,
+                           raster_tags=ready.raster.tags)
+    return with_raster_fields(meta, ready, settings)
+
+
+def with_raster_fields(meta: ItemMetadata, ready: RasterReady, settings: CollectionSettings) -> DerivedItem:
+    """The item of ``meta`` with what only the stored COG gives: geometry, bbox, the projection fields, the
+    asset with its file and raster:bands fields."""
+    source = ready.source.key or ready.source.url
+    properties = dict(meta.properties)
+    prov = dict(meta.provenance)
     raster = ready.raster
     try:
         geometry, bbox, native = footprint(raster)
@@ -297,8 +346,8 @@ def derive_item(ready: RasterReady, settings: CollectionSettings) -> DerivedItem
         "type": "Feature",
         "stac_version": STAC_VERSION,
         "stac_extensions": sorted([Extension.FILE.value, Extension.PROJECTION.value, Extension.RASTER.value]),
-        "id": item_id,
-        "collection": collection,
+        "id": meta.id,
+        "collection": meta.collection,
         "geometry": geometry,
         "bbox": bbox,
         "properties": properties,

@@ -14,10 +14,16 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stacdrop.errors import StacdropError
+from stacdrop.errors import ConfigError, StacdropError
 
 DuplicatePolicy = Literal["replace", "skip", "error"]
 POLICIES = ("replace", "skip", "error")
+
+
+def check_policy(policy: str) -> None:
+    """Refuse a duplicate policy that is not one of POLICIES (a ConfigError)."""
+    if policy not in POLICIES:
+        raise ConfigError(f"duplicate_policy {policy!r} is not one of {', '.join(POLICIES)}")
 
 
 @dataclass

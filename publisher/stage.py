@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from publisher.derive import derive_item
-from stacdrop.stac_terms import STAC_VERSION
+from publisher.errors import InvalidCollection
+from publisher.extents import item_extent
 from publisher.sink import DuplicatePolicy, Sink
-from publisher.static_catalog import item_extent
-from publisher.validation import InvalidCollection, validate_collection, validate_item
+from publisher.validation import validate_collection, validate_item
 from stacdrop.config import Settings
 from stacdrop.errors import UnknownCollection
 from stacdrop.messages import CollectionUpdate, RasterReady
+from stacdrop.stac_terms import STAC_VERSION
 
 CREATED_DESCRIPTION = "Created by stacdrop"
 

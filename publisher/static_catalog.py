@@ -15,7 +15,8 @@ catalog.
 
 Extents are updated incrementally from each item (no rescan). They only grow: replacing an item whose
 datetime or footprint changed widens the extent to cover the new values but never shrinks it, and
-deleting an item leaves it alone. A collection's first bbox / first interval are the ones maintained.
+deleting an item leaves it alone. A collection's first bbox / first interval are the ones maintained
+(publisher/extents.py, shared with the STAC API sink).
 
 Cost: collection.json lists every item link, so adding one item rewrites it (O(items)). Use
 ``put_items`` for batches (one collection write per batch) and the STAC API sink for very large
@@ -36,9 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from publisher.sink import POLICIES, DuplicatePolicy, PutOutcome, Sink
+from publisher.extents import item_extent, union_extents
+from publisher.sink import DuplicatePolicy, PutOutcome, Sink, check_policy
 from stacdrop.errors import (
-    ConfigError,
     DuplicateItem,
     InvalidItem,
     InvalidSidecar,
@@ -47,8 +48,7 @@ from stacdrop.errors import (
     UnknownCollection,
 )
 from stacdrop.sidecar import check_id
-from stacdrop.stac_terms import STAC_VERSION, STRUCTURAL_RELS, MediaType
-from stacdrop.times import parse_time
+from stacdrop.stac_terms import STAC_VERSION, STRUCTURAL_RELS, MediaType, RelType
 
 LOCK_FILE = ".stacdrop.lock"
 
@@ -141,7 +141,8 @@ class StaticCatalog(Sink):
             "id": self.catalog_id,
             "title": self.title,
             "description": self.description,
-            "links": [{"rel": "root", "href": "./catalog.json", "type": MediaType.JSON.value, "title": self.title}],
+            "links": [{"rel": RelType.ROOT.value, "href": "./catalog.json", "type": MediaType.JSON.value,
+                       "title": self.title}],
         }
 
     # ----------------------------------------------------------------- collections
@@ -163,16 +164,16 @@ class StaticCatalog(Sink):
             other_links = [l for l in new.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
             item_links: list[dict[str, Any]] = []
             if existing is not None:
-                item_links = [l for l in existing.get("links", []) if l.get("rel") == "item"]
+                item_links = [l for l in existing.get("links", []) if l.get("rel") == RelType.ITEM]
                 merged = {**existing, **new}
                 if item_links and "extent" in existing:
                     # The stored extent covers the stored items: the new one may only widen it.
-                    merged["extent"] = _union_extents(new.get("extent") or existing["extent"], existing["extent"])
+                    merged["extent"] = union_extents(new.get("extent") or existing["extent"], existing["extent"])
                 new = merged
             new["links"] = (
                 [
-                    {"rel": "root", "href": "../catalog.json", "type": MediaType.JSON.value},
-                    {"rel": "parent", "href": "../catalog.json", "type": MediaType.JSON.value},
+                    {"rel": RelType.ROOT.value, "href": "../catalog.json", "type": MediaType.JSON.value},
+                    {"rel": RelType.PARENT.value, "href": "../catalog.json", "type": MediaType.JSON.value},
                 ]
                 + other_links
                 + item_links
@@ -186,12 +187,12 @@ class StaticCatalog(Sink):
         href = f"./{cid}/collection.json"
         links = cat.setdefault("links", [])
         for link in links:
-            if link.get("rel") == "child" and link.get("href") == href:
+            if link.get("rel") == RelType.CHILD and link.get("href") == href:
                 if isinstance(title, str) and link.get("title") != title:
                     link["title"] = title
                     self._write(self.catalog_path, cat)
                 return
-        link = {"rel": "child", "href": href, "type": MediaType.JSON.value}
+        link = {"rel": RelType.CHILD.value, "href": href, "type": MediaType.JSON.value}
         if isinstance(title, str):
             link["title"] = title
         links.append(link)
@@ -207,8 +208,7 @@ class StaticCatalog(Sink):
     def put_items(self, items: list[dict[str, Any]], policy: DuplicatePolicy = "replace") -> list[PutOutcome]:
         """Store items; each collection.json is read and written once per call. One item's error (unknown
         collection, duplicate, bad id) is that item's outcome; the others are stored."""
-        if policy not in POLICIES:
-            raise ConfigError(f"duplicate_policy {policy!r} is not one of {', '.join(POLICIES)}")
+        check_policy(policy)
         results: list[PutOutcome] = []
         with self._locked():
             cols: dict[str, dict[str, Any] | None] = {}
@@ -259,9 +259,9 @@ class StaticCatalog(Sink):
         out = copy.deepcopy(item)
         keep = [l for l in out.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
         out["links"] = [
-            {"rel": "root", "href": "../../catalog.json", "type": MediaType.JSON.value},
-            {"rel": "parent", "href": "../collection.json", "type": MediaType.JSON.value},
-            {"rel": "collection", "href": "../collection.json", "type": MediaType.JSON.value},
+            {"rel": RelType.ROOT.value, "href": "../../catalog.json", "type": MediaType.JSON.value},
+            {"rel": RelType.PARENT.value, "href": "../collection.json", "type": MediaType.JSON.value},
+            {"rel": RelType.COLLECTION.value, "href": "../collection.json", "type": MediaType.JSON.value},
         ] + keep
         return out
 
@@ -279,7 +279,7 @@ class StaticCatalog(Sink):
             if col is not None:
                 href = f"./{item_id}/{item_id}.json"
                 links = col.get("links", [])
-                kept = [l for l in links if not (l.get("rel") == "item" and l.get("href") == href)]
+                kept = [l for l in links if not (l.get("rel") == RelType.ITEM and l.get("href") == href)]
                 if len(kept) != len(links):
                     col["links"] = kept
                     self._write(self.collection_path(collection_id), col)
@@ -321,93 +321,12 @@ def _register_item(col: dict[str, Any], item: dict[str, Any], item_id: str) -> b
     changed = False
     href = f"./{item_id}/{item_id}.json"
     links = col.setdefault("links", [])
-    if not any(l.get("rel") == "item" and l.get("href") == href for l in links):
-        links.append({"rel": "item", "href": href, "type": MediaType.GEOJSON.value})
+    if not any(l.get("rel") == RelType.ITEM and l.get("href") == href for l in links):
+        links.append({"rel": RelType.ITEM.value, "href": href, "type": MediaType.GEOJSON.value})
         changed = True
     extent = col.get("extent") or {}
-    new_extent = _union_extents(extent, item_extent(item))
+    new_extent = union_extents(extent, item_extent(item))
     if new_extent != extent:
         col["extent"] = new_extent
         changed = True
     return changed
-
-
-def item_extent(item: dict[str, Any]) -> dict[str, Any]:
-    """The collection extent of one item."""
-    props = item.get("properties", {})
-    start = props.get("start_datetime") or props.get("datetime")
-    end = props.get("end_datetime") or props.get("datetime")
-    return {"spatial": {"bbox": [list(item["bbox"][:4]) if len(item["bbox"]) == 4 else list(item["bbox"])]},
-            "temporal": {"interval": [[start, end]]}}
-
-
-def _norm_west(x: float) -> float:
-    return ((x + 180.0) % 360.0) - 180.0
-
-
-def _norm_east(x: float) -> float:
-    return -(((-x + 180.0) % 360.0) - 180.0)
-
-
-def union_lon(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
-    """Smallest longitude range covering two ranges; west > east crosses the antimeridian."""
-    if (a[0] <= -180 and a[1] >= 180) or (b[0] <= -180 and b[1] >= 180):
-        return (-180.0, 180.0)
-    aw, ae = a[0], a[1] if a[1] >= a[0] else a[1] + 360.0
-    bw, be = b[0], b[1] if b[1] >= b[0] else b[1] + 360.0
-    best: tuple[float, bool, float, float] | None = None
-    for shift in (0.0, -360.0, 360.0):
-        lo, hi = min(aw, bw + shift), max(ae, be + shift)
-        crosses = _norm_west(lo) > _norm_east(hi)
-        key = (round(hi - lo, 9), crosses, lo, hi)
-        if best is None or key[:2] < best[:2]:
-            best = key
-    assert best is not None
-    span, _, lo, hi = best
-    if span >= 360.0:
-        return (-180.0, 180.0)
-    return (_norm_west(lo), _norm_east(hi))
-
-
-def _union_bbox(a: list[float], b: list[float]) -> list[float]:
-    def parts(bb: list[float]) -> tuple[float, float, float, float, float | None, float | None]:
-        if len(bb) == 6:
-            return bb[0], bb[1], bb[3], bb[4], bb[2], bb[5]
-        return bb[0], bb[1], bb[2], bb[3], None, None
-
-    aw, as_, ae, an, az0, az1 = parts(a)
-    bw, bs, be, bn, bz0, bz1 = parts(b)
-    w, e = union_lon((aw, ae), (bw, be))
-    s, n = min(as_, bs), max(an, bn)
-    if az0 is not None or bz0 is not None:
-        zs = [z for z in (az0, bz0) if z is not None]
-        zn = [z for z in (az1, bz1) if z is not None]
-        return [w, s, min(zs), e, n, max(zn)]
-    return [w, s, e, n]
-
-
-def _union_extents(base: dict[str, Any], add: dict[str, Any]) -> dict[str, Any]:
-    """``base`` widened so that its first bbox and first interval also cover ``add``'s first ones.
-
-    Further bboxes / intervals (finer descriptions, see the STAC collection spec) are kept from ``base``.
-    A null interval end is open and stays open.
-    """
-    out = copy.deepcopy(base) if base else {}
-    base_bboxes = (out.get("spatial") or {}).get("bbox") or []
-    add_bboxes = (add.get("spatial") or {}).get("bbox") or []
-    if base_bboxes and add_bboxes:
-        bboxes = [_union_bbox(base_bboxes[0], add_bboxes[0])] + base_bboxes[1:]
-    else:
-        bboxes = base_bboxes or [list(b) for b in add_bboxes[:1]]
-    base_iv = (out.get("temporal") or {}).get("interval") or []
-    add_iv = (add.get("temporal") or {}).get("interval") or []
-    if base_iv and add_iv:
-        (b0, b1), (a0, a1) = base_iv[0], add_iv[0]
-        start = None if b0 is None or a0 is None else (b0 if parse_time(b0) <= parse_time(a0) else a0)
-        end = None if b1 is None or a1 is None else (b1 if parse_time(b1) >= parse_time(a1) else a1)
-        intervals = [[start, end]] + base_iv[1:]
-    else:
-        intervals = base_iv or [list(i) for i in add_iv[:1]]
-    out["spatial"] = {**(out.get("spatial") or {}), "bbox": bboxes}
-    out["temporal"] = {**(out.get("temporal") or {}), "interval": intervals}
-    return out

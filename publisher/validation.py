@@ -20,19 +20,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NoReturn
 
-from stacdrop.errors import ErrorClass, InvalidItem, InvalidSidecar
-from stacdrop.sidecar import check_id
-from stacdrop.times import as_utc
-
 from publisher.derive import RASTER_DATA_TYPES
-from stacdrop.stac_terms import EXTENSION_PREFIXES
-
-
-
-class InvalidCollection(InvalidItem):
-    """A collection document that cannot be published."""
-
-    error_class = ErrorClass.INVALID_COLLECTION
+from publisher.errors import InvalidCollection
+from stacdrop.errors import InvalidItem, InvalidSidecar
+from stacdrop.sidecar import check_id
+from stacdrop.stac_terms import EXTENSION_PREFIXES, RelType
+from stacdrop.times import as_utc
 
 
 @lru_cache(maxsize=4)
@@ -82,8 +75,8 @@ def _core(doc: dict[str, Any], kind: str, source: str, error: type[InvalidItem])
     if kind == "item" and isinstance(links, list) and doc.get("collection") is not None:
         # The core schema wants a rel=collection link whenever "collection" is set. Derived items have
         # links [] and each sink adds its own (relative file, API URL): check the item as stored.
-        if not any(isinstance(l, dict) and l.get("rel") == "collection" for l in links):
-            stripped["links"] = [*links, {"rel": "collection", "href": "./collection.json"}]
+        if not any(isinstance(l, dict) and l.get("rel") == RelType.COLLECTION for l in links):
+            stripped["links"] = [*links, {"rel": RelType.COLLECTION.value, "href": "./collection.json"}]
     fast = _fast_validator(kind)
     if fast is not None and fast.is_valid(stripped):
         return

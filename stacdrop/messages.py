@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stacdrop.sidecar import Sidecar
 from stacdrop.stac_terms import MediaType
 from stacdrop.times import utcnow
 
@@ -109,7 +110,10 @@ class RasterReady(BaseModel):
     kind: Literal["raster"] = "raster"
     source: Source
     collection: str
-    sidecar: dict[str, Any] | None = Field(default=None, description="The normalised Sidecar (model_dump)")
+    # Typed, so that the publisher reads checked fields instead of a dict. On the wire it is the same JSON
+    # object as ever (Sidecar.model_dump): messages already in the queues, with a plain dict, still validate.
+    sidecar: Sidecar | None = Field(default=None, description="The parsed sidecar: ids checked, datetimes "
+                                    "normalised to RFC 3339 UTC")
     sidecar_name: str | None = None
     cog: StoredObject
     raster: RasterMetadata

@@ -57,11 +57,16 @@ _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xf
 
 
 class Sidecar(BaseModel):
+    """A parsed sidecar (``parse_sidecar``, ``sidecar_from_dict``): the ids checked, the datetimes normalised
+    to RFC 3339 UTC strings (``...Z``, as ``parse_datetime`` writes them), aliases resolved, datetimes out of
+    ``properties``. It travels on RasterReady as it is, so the publisher reads these fields without parsing
+    them again."""
+
     collection: str | None = None
     id: str | None = None
-    datetime: str | None = Field(default=None, description="ISO 8601, UTC, normalised")
-    start_datetime: str | None = None
-    end_datetime: str | None = None
+    datetime: str | None = Field(default=None, description="RFC 3339, UTC, normalised")
+    start_datetime: str | None = Field(default=None, description="RFC 3339, UTC, normalised")
+    end_datetime: str | None = Field(default=None, description="RFC 3339, UTC, normalised")
     title: str | None = None
     description: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)

@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 from processor import read_raster_metadata
-from publisher import DerivedItem, derive_item
+from publisher import DerivedItem, derive_item, derive_metadata
 from stacdrop.config import Settings
-from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady, Source, StoredObject
+from stacdrop.messages import RasterReady, Source, StoredObject
 from stacdrop.sidecar import parse_sidecar
 
 
@@ -35,7 +35,7 @@ def explain_file(path: str, settings: Settings) -> DerivedItem:
     ready = RasterReady(
         source=Source(url=str(file.resolve()), key=key, size=size, content_key="(not hashed)"),
         collection=collection,
-        sidecar=sidecar.model_dump(mode="json") if sidecar else None,
+        sidecar=sidecar,
         sidecar_name=sidecar_name,
         # The stored COG does not exist yet: the href and checksum say so.
         cog=StoredObject(href=f"(not stored yet: {key})", key=key, size=size,
@@ -48,7 +48,6 @@ def explain_file(path: str, settings: Settings) -> DerivedItem:
 # Fields that only the raster itself can give; explaining a key without the file leaves them out.
 RASTER_FIELDS = ("geometry", "bbox", "proj:*", "assets.<key>.href", "assets.<key>.file:size",
                  "assets.<key>.file:checksum", "assets.<key>.raster:bands")
-_NO_TIME_TAG = "1970-01-01T00:00:00Z"
 
 
 def explain_key(key: str, collection: str, settings: Settings, sidecar_text: str | None = None) -> dict:
@@ -58,33 +57,20 @@ def explain_key(key: str, collection: str, settings: Settings, sidecar_text: str
     errors (InvalidItem, InvalidSidecar, ConfigError) naming the key."""
     source_key = f"{collection}/{key.lstrip('/')}"
     sidecar = parse_sidecar(sidecar_text, "sidecar", settings, collection) if sidecar_text else None
-    # A one-pixel stand-in for the raster; its only tag marks a datetime that would come from the file's tags.
-    raster = RasterMetadata(width=1, height=1, count=1, crs_epsg=4326, transform=[1, 0, 0, 0, -1, 1],
-                            bounds=[0, 0, 1, 1], bands=[BandMetadata(data_type="uint8")],
-                            tags={"datetime": _NO_TIME_TAG})
-    ready = RasterReady(
-        source=Source(url=source_key, key=source_key, content_key="(not read)"),
-        collection=(sidecar.collection if sidecar else None) or collection,
-        sidecar=sidecar.model_dump(mode="json") if sidecar else None, sidecar_name="sidecar" if sidecar else None,
-        cog=StoredObject(href="(not stored)", key=source_key, size=0, sha256=hashlib.sha256(b"").hexdigest()),
-        raster=raster,
-    )
-    derived = derive_item(ready, settings.collection(ready.collection))
-    item, prov = derived.item, dict(derived.provenance)
-    props = {k: v for k, v in item["properties"].items() if not k.startswith("proj:")}
+    collection = (sidecar.collection if sidecar else None) or collection
+    col_settings = settings.collection(collection)
+    # No raster_tags: the part of the derivation that needs no raster, and a datetime only the tags could
+    # give is marked as such.
+    meta = derive_metadata(source_key, collection, col_settings, sidecar,
+                           sidecar_name="sidecar" if sidecar else None)
+    props = {k: v for k, v in meta.properties.items() if not k.startswith("proj:")}
+    prov = {k: v for k, v in meta.provenance.items() if not k.startswith("proj:")}
     notes = []
     if prov.get("datetime", "").startswith("raster_tags"):
-        for k in ("datetime", "start_datetime", "end_datetime"):
-            if k in props:
-                props[k] = None
-                prov[k] = "raster_tags (needs the raster)"
         notes.append("no datetime from the sidecar, the key template or the collection defaults: it must come "
                      "from the raster's tags (DATETIME, TIFFTAG_DATETIME, ...), else the job fails")
-    for k in list(prov):
-        if k in ("geometry", "bbox", "assets") or k.startswith("proj:"):
-            del prov[k]
     return {
-        "id": item["id"], "collection": item["collection"], "properties": props,
-        "asset_key": next(iter(item["assets"])), "provenance": prov,
+        "id": meta.id, "collection": meta.collection, "properties": props,
+        "asset_key": col_settings.asset_key, "provenance": prov,
         "needs_raster": list(RASTER_FIELDS), "notes": notes,
     }

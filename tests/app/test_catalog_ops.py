@@ -20,7 +20,7 @@ from stacdrop.errors import ErrorClass, StacdropError
 from tests.support.rasters import write_geotiff
 from tests.support.stac_items import make_collection, make_item
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -161,3 +161,31 @@ def test_settings_sections_and_their_flat_aliases(tmp_path) -> None:  # noqa: AN
     with pytest.raises(ConfigError, match="urll"):
         cfg.write_text('[bus]\nurll = "amqp://typo"\n')
         load_settings(cfg, environ={})
+
+
+def test_raster_ready_carries_a_typed_sidecar_and_old_dict_messages_still_validate() -> None:
+    from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady, StoredObject
+    from stacdrop.sidecar import Sidecar
+
+    sidecar = parse_sidecar('{"id": "a", "date": "2010-06-01T02:00:00+02:00", "properties": {"v": 1}}', "c/a.json")
+    ready = RasterReady(
+        source=Source(url="/i/c/a.tif", key="c/a.tif", content_key="k"), collection="c", sidecar=sidecar,
+        cog=StoredObject(href="/store/c/a.tif", key="c/a.tif", size=1, sha256="ab" * 32),
+        raster=RasterMetadata(width=1, height=1, count=1, crs_epsg=4326, transform=[1, 0, 0, 0, -1, 1],
+                              bounds=[0, 0, 1, 1], bands=[BandMetadata(data_type="uint8")]),
+    )
+    env = Envelope.wrap("job1", ready)
+    # On the wire: the same plain JSON object as when the field was an untyped dict.
+    assert env.body["sidecar"] == {"collection": None, "id": "a", "datetime": "2010-06-01T00:00:00Z",
+                                   "start_datetime": None, "end_datetime": None, "title": None,
+                                   "description": None, "properties": {"v": 1}}
+    again = Envelope.from_bytes(env.to_bytes()).parsed()
+    assert isinstance(again, RasterReady) and isinstance(again.sidecar, Sidecar) and again.sidecar == sidecar
+    assert again.sidecar.datetime == "2010-06-01T00:00:00Z"  # normalised once, by the parser
+    # A message queued by an older version: a dict, possibly without every field, still validates.
+    old = Envelope(job_id="job0", body={**env.body, "sidecar": {"id": "a", "datetime": "2010-06-01T00:00:00Z"}})
+    parsed = Envelope.from_bytes(old.to_bytes()).parsed()
+    assert isinstance(parsed.sidecar, Sidecar)
+    assert (parsed.sidecar.id, parsed.sidecar.datetime, parsed.sidecar.properties) == ("a", "2010-06-01T00:00:00Z", {})
+    no_sidecar = Envelope(job_id="job0", body={**env.body, "sidecar": None}).parsed()
+    assert no_sidecar.sidecar is None

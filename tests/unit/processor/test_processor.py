@@ -93,7 +93,7 @@ def test_convert_data_types(env, dtype, nodata, predictor):
     assert steps == ["fetch", "validate", "convert", "store", "metadata"]
     assert ready.converted is True
     assert ready.collection == "coll"
-    assert ready.sidecar["id"] == "item-1" and ready.sidecar["datetime"] == "2020-01-01T00:00:00Z"
+    assert ready.sidecar.id == "item-1" and ready.sidecar.datetime == "2020-01-01T00:00:00Z"
     out = Path(ready.cog.href)
     assert out == env["store"].root / "coll" / f"{dtype}.tif"
     assert ready.cog.key == f"coll/{dtype}.tif"

@@ -4,7 +4,8 @@ import pytest
 
 from publisher.stage import publish_collection, publish_raster
 from publisher.static_catalog import StaticCatalog
-from publisher.validation import InvalidCollection, validate_collection
+from publisher.errors import InvalidCollection
+from publisher.validation import validate_collection
 from stacdrop.config import Settings
 from stacdrop.errors import DuplicateItem, UnknownCollection
 from stacdrop.messages import CollectionUpdate, Source

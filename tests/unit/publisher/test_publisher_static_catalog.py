@@ -5,7 +5,8 @@ import os
 import pystac
 import pytest
 
-from publisher.static_catalog import StaticCatalog, union_lon
+from publisher.extents import union_lon
+from publisher.static_catalog import StaticCatalog
 from publisher.validation import validate_collection, validate_item
 from stacdrop.errors import DuplicateItem, InvalidItem, UnknownCollection
 from tests.support.stac_items import make_collection, make_item

@@ -4,7 +4,8 @@ import socket
 import pytest
 
 from publisher.derive import derive_item
-from publisher.validation import InvalidCollection, _validator, validate_collection, validate_item
+from publisher.errors import InvalidCollection
+from publisher.validation import _validator, validate_collection, validate_item
 from stacdrop.config import CollectionSettings
 from stacdrop.errors import InvalidItem
 from tests.unit.publisher.test_publisher_derive import TEMPLATE, make_ready

@@ -9,7 +9,9 @@ import uuid
 import pytest
 import requests
 
-from publisher.stac_api import CatalogAuthError, CatalogMismatch, StacApiSink, _compare
+from publisher.errors import CatalogAuthError, CatalogMismatch
+from publisher.stac_api import StacApiSink
+from publisher.verify import read_back_difference
 from stacdrop.config import Settings
 from stacdrop.errors import CatalogUnavailable, DuplicateItem, InvalidItem, UnknownCollection
 from tests.support.stac_api import TOKEN, free_port
@@ -187,7 +189,7 @@ def test_read_back_mismatch_is_an_error(sink, cid, monkeypatch):
     monkeypatch.setattr(sink, "get_item", tampered)
     with pytest.raises(CatalogMismatch, match="file:checksum"):
         sink.put_item(make_item("m", collection=cid))
-    assert _compare(make_item("m"), None) == "not found"
+    assert read_back_difference(make_item("m"), None) == "not found"
 
 
 def test_concurrent_writes_to_one_id_are_serialised(sink, cid):
