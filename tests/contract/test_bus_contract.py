@@ -545,8 +545,8 @@ def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:  # noqa: ANN
 
     bus = rabbit()
     bus.setup()
-    assert bus._retry_level(0.0) == 1 and bus._retry_level(1.0) == 1 and bus._retry_level(1.01) == 2
-    assert bus._retry_level(600) == 1024 and bus._retry_level(5000) == 1024
+    assert bus.retry_level(0.0) == 1 and bus.retry_level(1.0) == 1 and bus.retry_level(1.01) == 2
+    assert bus.retry_level(600) == 1024 and bus.retry_level(5000) == 1024
     with pytest.raises(ConfigError, match="other arguments"):
         rabbit(max_priority=3).setup()
     from stacdrop.bus import open_bus  # noqa: PLC0415
