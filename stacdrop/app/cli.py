@@ -243,7 +243,9 @@ def job(ctx: Context, job_id: str, as_json: bool) -> None:
     for key, value in data.items():
         if value not in (None, {}, ""):
             click.echo(f"{key:<14} {value}")
-    click.echo(f"{'status step':<14} {found.original_step}")
+    from stacdrop.app.api.compat import original_step  # noqa: PLC0415 - the original system's step names
+
+    click.echo(f"{'status step':<14} {original_step(found)}")
     click.echo("\nhistory:")
     rows = [[e["at"][:23], e["stage"], e["step"], e["status"], e["attempt"], e["error_class"], e["message"]]
             for e in events]
@@ -276,7 +278,7 @@ def collection_push(ctx: Context, file: str) -> None:
 
     from publisher import publish_collection  # noqa: PLC0415
     from stacdrop.app.components import open_sink  # noqa: PLC0415
-    from stacdrop.ledger import FAILED, PUBLISHED  # noqa: PLC0415
+    from stacdrop.ledger import EventStatus, JobState, Stage  # noqa: PLC0415
     from stacdrop.messages import CollectionUpdate, Source  # noqa: PLC0415
 
     path = Path(file).resolve()
@@ -296,11 +298,11 @@ def collection_push(ctx: Context, file: str) -> None:
         with open_sink(ctx.settings, ledger) as sink:
             action = publish_collection(update, sink)
     except StacdropError as exc:
-        ledger.record(job.id, stage="publish", step="collection", status="failed", state=FAILED,
+        ledger.record(job.id, stage=Stage.PUBLISH, step="collection", status=EventStatus.FAILED, state=JobState.FAILED,
                       error_class=exc.error_class, error=str(exc), message=str(exc))
         raise click.ClickException(f"{exc} [{exc.error_class}]") from None
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED,
-                  message=f"collection {cid} {action}")
+    ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED,
+                  state=JobState.PUBLISHED, message=f"collection {cid} {action}")
     click.echo(f"collection {cid} {action} (job {job.id})")
 
 
@@ -312,17 +314,17 @@ def collection_push(ctx: Context, file: str) -> None:
 def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) -> None:
     """Delete an item from the catalog (and its COG with --delete-cog); recorded in the ledger."""
     from stacdrop.app.components import open_sink  # noqa: PLC0415
-    from stacdrop.ledger import FAILED, PUBLISHED, UNPUBLISHED  # noqa: PLC0415
+    from stacdrop.ledger import EventStatus, JobState, Stage  # noqa: PLC0415
 
     ledger = ctx.ledger()
     job = _cli_job(ctx, "unpublish", f"stac:{collection_id}/{item_id}", f"{collection_id}/{item_id}", collection_id)
 
     def fail(exc: StacdropError) -> None:
-        ledger.record(job.id, stage="publish", step="unpublish", status="failed", state=FAILED, item_id=item_id,
-                      error_class=exc.error_class, error=str(exc), message=str(exc))
+        ledger.record(job.id, stage=Stage.PUBLISH, step="unpublish", status=EventStatus.FAILED, state=JobState.FAILED,
+                      item_id=item_id, error_class=exc.error_class, error=str(exc), message=str(exc))
         raise click.ClickException(f"{exc} [{exc.error_class}]")
 
-    published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=PUBLISHED, limit=1000)
+    published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=JobState.PUBLISHED, limit=1000)
     try:
         with open_sink(ctx.settings, ledger) as sink:
             deleted = sink.delete_item(collection_id, item_id)
@@ -347,10 +349,10 @@ def unpublish(ctx: Context, item_id: str, collection_id: str, delete_cog: bool) 
                 return
     message = "; ".join(notes)
     for old in published:
-        ledger.record(old.id, stage="publish", step="unpublished", status="unpublished", state=UNPUBLISHED,
-                      message=f"{message} (job {job.id})")
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=UNPUBLISHED,
-                  item_id=item_id, message=message)
+        ledger.record(old.id, stage=Stage.PUBLISH, step="unpublished", status=EventStatus.UNPUBLISHED,
+                      state=JobState.UNPUBLISHED, message=f"{message} (job {job.id})")
+    ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED,
+                  state=JobState.UNPUBLISHED, item_id=item_id, message=message)
     click.echo(f"{message} (job {job.id})")
 
 
