@@ -311,6 +311,15 @@ def job_values(rec: Record, now: datetime) -> dict[str, Any]:
     return values
 
 
+def _one_of(column: sa.Column[Any], names: list[str]) -> sa.ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with the names inline: an expanding IN parameter cannot be used with
+    executemany. The names are our own enum values (letters only), never input."""
+    if not names:
+        return sa.false()
+    assert all(name.isalpha() for name in names), names
+    return column.in_([sa.literal_column(f"'{name}'") for name in names])
+
+
 def _later_stages(stage: str) -> tuple[Stage, ...]:
     return STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()  # type: ignore[arg-type]
 
@@ -327,7 +336,7 @@ def update_statement(stage: str, columns: tuple[str, ...], state: str | None) ->
     whose state may move to ``state`` (``TRANSITIONS``).
     """
     later = _later_stages(stage)
-    ahead = jobs.c.stage.in_([s.value for s in later]) if later else None
+    ahead = _one_of(jobs.c.stage, [s.value for s in later]) if later else None
     values: dict[str, Any] = {}
     for column in columns:
         param = sa.bindparam(f"b_{column}", type_=jobs.c[column].type)
@@ -335,6 +344,6 @@ def update_statement(stage: str, columns: tuple[str, ...], state: str | None) ->
             else param
     where = [jobs.c.id == sa.bindparam("b_id")]
     if state is not None:
-        allowed = jobs.c.state.in_(sorted(s.value for s in predecessors(state)))
+        allowed = _one_of(jobs.c.state, sorted(s.value for s in predecessors(state)))
         where.append(allowed if ahead is None else sa.or_(ahead, allowed))
     return jobs.update().where(*where).values(values)
