@@ -9,10 +9,12 @@ import pytest
 
 from stacdrop.ledger import TRANSITIONS, EventStatus, JobState, Ledger, Record, Stage, TransitionRefused
 from stacdrop.ledger.states import FINAL_STATES, predecessors
-from tests.test_ledger import ledger  # noqa: F401 - fixture: the ledger on SQLite and on PostgreSQL
+from tests import test_ledger
+
+ledger = test_ledger.ledger  # the fixture: the ledger on SQLite and on PostgreSQL
 
 
-def _job(ledger: Ledger, n: int = 0) -> str:  # noqa: F811
+def _job(ledger: Ledger, n: int = 0) -> str:
     job, _ = ledger.create_job(kind="raster", source=f"/in/c/{n}.tif", source_key=f"c/{n}.tif",
                                content_key="k", collection="c", origin="inbox", priority=5)
     return job.id
@@ -26,7 +28,7 @@ def test_the_enums_are_the_stored_strings() -> None:
     assert all(TRANSITIONS[s] <= {s, JobState.UNPUBLISHED} for s in FINAL_STATES if s != JobState.FAILED)
 
 
-def test_the_pipeline_moves_are_allowed(ledger: Ledger) -> None:  # noqa: F811
+def test_the_pipeline_moves_are_allowed(ledger: Ledger) -> None:
     job_id = _job(ledger)
     for stage, status, state in [
         (Stage.WATCH, EventStatus.QUEUED, JobState.QUEUED),
@@ -45,7 +47,7 @@ def test_the_pipeline_moves_are_allowed(ledger: Ledger) -> None:  # noqa: F811
     assert ledger.count_by_state() == {"unpublished": 1}
 
 
-def test_a_move_out_of_a_final_state_is_refused_and_writes_nothing(ledger: Ledger) -> None:  # noqa: F811
+def test_a_move_out_of_a_final_state_is_refused_and_writes_nothing(ledger: Ledger) -> None:
     job_id = _job(ledger)
     ledger.record(job_id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED,
                   state=JobState.PUBLISHED)
@@ -60,7 +62,7 @@ def test_a_move_out_of_a_final_state_is_refused_and_writes_nothing(ledger: Ledge
     assert [e.status for e in got.events] == ["created", "succeeded"]  # the refused write's event is not kept
 
 
-def test_a_refused_move_in_a_batch_writes_none_of_the_batch(ledger: Ledger) -> None:  # noqa: F811
+def test_a_refused_move_in_a_batch_writes_none_of_the_batch(ledger: Ledger) -> None:
     ids = [_job(ledger, n) for n in range(30)]
     started = [Record(i, stage=Stage.PROCESS, step="start", status=EventStatus.STARTED,
                       fields={"state": JobState.PROCESSING, "attempts": 1}) for i in ids]
@@ -77,7 +79,7 @@ def test_a_refused_move_in_a_batch_writes_none_of_the_batch(ledger: Ledger) -> N
     assert all(len(ledger.get(i, with_events=True).events) == 2 for i in ids)  # type: ignore[union-attr]
 
 
-def test_what_the_table_does_not_check(ledger: Ledger) -> None:  # noqa: F811
+def test_what_the_table_does_not_check(ledger: Ledger) -> None:
     job_id = _job(ledger)
     ledger.record(job_id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED,
                   state=JobState.PUBLISHED)
