@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stacdrop.ledger import Ledger, fingerprints  # noqa: E402
+from stacdrop.ledger import Ledger  # noqa: E402
+from stacdrop.ledger.schema import fingerprints  # noqa: E402 - seeded in bulk, below the Ledger API
 from watcher.s3reconcile import Group, Obj, group_siblings, merge_diff  # noqa: E402
 
 NS = "s3://inbox/drop/"

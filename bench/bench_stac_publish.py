@@ -122,7 +122,7 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
 
     from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
     from stacdrop.app.components import open_bus as open_bus_for  # noqa: PLC0415
-    from stacdrop.ledger import PUBLISHED, Ledger  # noqa: PLC0415
+    from stacdrop.ledger import JobState, Ledger  # noqa: PLC0415
     from stacdrop.messages import PUBLISH_QUEUE, Envelope  # noqa: PLC0415
     from stacdrop.retry import RetryPolicy  # noqa: PLC0415
     from stacdrop.runtime import StageRunner  # noqa: PLC0415
@@ -149,7 +149,7 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
         done_at: list[float] = []
 
         def watch() -> None:  # the stage runs in this thread (profilers see it); this one says when it is done
-            while not stop.is_set() and ledger.count_by_state().get(PUBLISHED, 0) < n:
+            while not stop.is_set() and ledger.count_by_state().get(JobState.PUBLISHED, 0) < n:
                 time.sleep(0.05)
             done_at.append(time.perf_counter())
             stop.set()
@@ -159,7 +159,7 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
         runner.run(stop)
         elapsed = done_at[0] - t0
         counts = ledger.count_by_state()
-        assert counts == {PUBLISHED: n}, counts
+        assert counts == {JobState.PUBLISHED: n}, counts
         if hasattr(bus, "delete_topology"):
             bus.delete_topology()
         bus.close()

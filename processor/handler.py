@@ -12,7 +12,7 @@ from processor.workdir import remove_stale
 from stacdrop import claims
 from stacdrop.config import Settings
 from stacdrop.errors import PermanentError, TransientError
-from stacdrop.ledger import PUBLISHING, Job, Ledger
+from stacdrop.ledger import Job, JobState, Ledger
 from stacdrop.messages import PUBLISH_QUEUE, Envelope, IngestRequest
 from stacdrop.runtime import StageHandler, StageOutcome, StepRecorder
 
@@ -62,7 +62,7 @@ def make_process_handler(
                        priority=env.priority, history=env.history)
         content = request.source.content_key
         return StageOutcome(
-            state=PUBLISHING,
+            state=JobState.PUBLISHING,
             step="metadata",
             message=f"{'converted and ' if ready.converted else ''}stored as {ready.cog.key}",
             outputs=[(PUBLISH_QUEUE, out)],

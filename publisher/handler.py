@@ -14,7 +14,7 @@ from publisher.stage import (
     put_prepared,
 )
 from stacdrop.config import Settings
-from stacdrop.ledger import PUBLISHED, SKIPPED, Job, Ledger
+from stacdrop.ledger import Job, JobState, Ledger
 from stacdrop.messages import CollectionUpdate, Envelope, RasterReady
 from stacdrop.runtime import BatchStageHandler, StageHandler, StageOutcome, StepRecorder
 
@@ -38,7 +38,8 @@ def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> Stag
         if isinstance(body, CollectionUpdate):
             steps("collection")
             action = publish_collection(body, sink)
-            return StageOutcome(state=PUBLISHED, step="finished", message=f"collection {body.collection} {action}")
+            return StageOutcome(state=JobState.PUBLISHED, step="finished",
+                                message=f"collection {body.collection} {action}")
         assert isinstance(body, RasterReady), f"publish queue got a {env.kind} message"
         newer = ledger.newer_published(job)
         if newer is not None:
@@ -50,13 +51,13 @@ def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> Stag
 
 
 def _superseded(newer_job_id: str) -> StageOutcome:
-    return StageOutcome(state=SKIPPED, step="finished",
+    return StageOutcome(state=JobState.SKIPPED, step="finished",
                         message=f"superseded: job {newer_job_id} already published a newer version")
 
 
 def _published(result: PublishResult) -> StageOutcome:
     return StageOutcome(
-        state=PUBLISHED, step="finished", message=f"item {result.collection}/{result.item_id} {result.action}",
+        state=JobState.PUBLISHED, step="finished", message=f"item {result.collection}/{result.item_id} {result.action}",
         fields=dict(item_id=result.item_id, collection=result.collection, item_bbox=result.item.get("bbox")),
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from stacdrop.bus.base import Bus
-from stacdrop.ledger import NEW, QUEUED, Ledger
+from stacdrop.ledger import EventStatus, JobState, Ledger, Stage
 from stacdrop.messages import (
     PROCESS_QUEUE,
     PUBLISH_QUEUE,
@@ -97,7 +97,7 @@ class Intake:
             collection=collection, origin=origin, priority=priority, input_size=source.size,
             params={**(params or {}), "queue": queue, "request": body.model_dump(mode="json")},
         )
-        if not created and job.state != NEW:
+        if not created and job.state != JobState.NEW:
             log.debug("unchanged source, no new job", source=source.key, job_id=job.id)
             return job.id, False
         self._enqueue(job.id, queue, Envelope.wrap(job.id, body, priority))
@@ -108,7 +108,7 @@ class Intake:
         # A fixed message id per job and queue: a re-enqueue after a crash cannot make a second message.
         envelope = envelope.model_copy(update={"id": f"{job_id}-{queue}"})
         self.bus.publish(queue, envelope)
-        self.ledger.record(job_id, stage="watch", step="queued", status="queued", state=QUEUED,
+        self.ledger.record(job_id, stage=Stage.WATCH, step="queued", status=EventStatus.QUEUED, state=JobState.QUEUED,
                            message=f"on the {queue} queue")
 
     def recover(self) -> int:

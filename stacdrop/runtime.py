@@ -33,9 +33,7 @@ import structlog
 
 from stacdrop.bus.base import Bus, Delivery
 from stacdrop.errors import ErrorClass, classify
-from stacdrop.ledger import (
-    FAILED, PUBLISHED, PUBLISHING, RETRYING, SKIPPED, UNPUBLISHED, Job, Ledger, PendingEvent, Record,
-)
+from stacdrop.ledger import EventStatus, Job, JobState, Ledger, PendingEvent, Record, Stage
 from stacdrop.messages import Envelope
 from stacdrop.times import utcnow
 from stacdrop.retry import RetryPolicy
@@ -47,7 +45,7 @@ log = structlog.get_logger("stacdrop.runtime")
 class StageOutcome:
     """What a handler returns on success."""
 
-    state: str
+    state: JobState
     step: str
     message: str
     outputs: list[tuple[str, Envelope]] = field(default_factory=list)
@@ -74,7 +72,7 @@ class StepRecorder:
 
     def __call__(self, step: str, message: str | None = None) -> None:
         self.current = step
-        self.pending.append(PendingEvent(stage=self.stage, step=step, status="running", attempt=self.attempt,
+        self.pending.append(PendingEvent(stage=self.stage, step=step, status=EventStatus.RUNNING, attempt=self.attempt,
                                          message=message, at=utcnow()))
         if time.monotonic() - self.started >= self.flush_after:
             self.flush()
@@ -94,10 +92,10 @@ Started = tuple[Delivery, Job, StepRecorder, int]
 
 # Job states from which a stage's work counts as done: a redelivered message is acked without work.
 DONE_STATES = {
-    "process": {PUBLISHING, PUBLISHED, SKIPPED, UNPUBLISHED},
-    "publish": {PUBLISHED, SKIPPED, UNPUBLISHED},
+    Stage.PROCESS: {JobState.PUBLISHING, JobState.PUBLISHED, JobState.SKIPPED, JobState.UNPUBLISHED},
+    Stage.PUBLISH: {JobState.PUBLISHED, JobState.SKIPPED, JobState.UNPUBLISHED},
 }
-RUNNING_STATE = {"process": "processing", "publish": PUBLISHING}
+RUNNING_STATE = {Stage.PROCESS: JobState.PROCESSING, Stage.PUBLISH: JobState.PUBLISHING}
 
 
 class StageRunner:
@@ -240,7 +238,8 @@ class StageRunner:
                     delivery.ack()
                     continue
                 attempt = env.attempts + 1
-                records.append(Record(job.id, stage=self.stage, step="start", status="started", attempt=attempt,
+                records.append(Record(job.id, stage=self.stage, step="start", status=EventStatus.STARTED,
+                                      attempt=attempt,
                                       message="redelivered" if delivery.redelivered else None,
                                       # attempts: of the stage the job is in (1 = first try; a replay starts at 1)
                                       fields=dict(state=RUNNING_STATE[self.stage], attempts=attempt)))
@@ -266,7 +265,7 @@ class StageRunner:
                     self._fail(delivery, job, steps, exc, attempt)
                     continue
                 done.append((delivery, result))
-                records.append(Record(job.id, stage=self.stage, step=result.step, status="succeeded",
+                records.append(Record(job.id, stage=self.stage, step=result.step, status=EventStatus.SUCCEEDED,
                                       attempt=attempt, message=result.message, before=steps.pending,
                                       fields=dict(state=result.state, **result.fields)))
         self.ledger.record_many(records)
@@ -293,7 +292,7 @@ class StageRunner:
             text = f"{text} (waiting; this attempt is not counted)"
             log.info("not the job's fault; message put back without spending an attempt",
                      error_class=error_class, error=text, retry_in=round(uncounted, 1))
-            self._record_failure(job, steps, attempt, RUNNING_STATE[self.stage], "waiting", error_class, text)
+            self._record_failure(job, steps, attempt, RUNNING_STATE[self.stage], EventStatus.WAITING, error_class, text)
             delivery.retry(uncounted, error_class, text, counted=False)
             return
         dependency = self._down(exc) if transient else None
@@ -301,7 +300,7 @@ class StageRunner:
             text = f"{text} ({dependency} unreachable: waiting for it; this attempt is not counted)"
             log.warning("dependency down; message put back without spending an attempt", dependency=dependency,
                         error_class=error_class, error=text, step=steps.current)
-            self._record_failure(job, steps, attempt, RETRYING, "waiting", error_class, text)
+            self._record_failure(job, steps, attempt, JobState.RETRYING, EventStatus.WAITING, error_class, text)
             delivery.retry(1.0, error_class, text, counted=False)
             self._paused = dependency
             return
@@ -309,14 +308,14 @@ class StageRunner:
             delay = self.policy.delay(attempt)
             log.warning("attempt failed; will retry", error_class=error_class, error=text, step=steps.current,
                         attempt=attempt, retry_in=round(delay, 1))
-            self._record_failure(job, steps, attempt, RETRYING, "retrying", error_class,
+            self._record_failure(job, steps, attempt, JobState.RETRYING, EventStatus.RETRYING, error_class,
                                  f"{text} (retry {attempt} of {self.policy.max_retries} in {delay:.0f}s)")
             delivery.retry(delay, error_class, text)
         else:
             why = "permanent error" if not transient else f"gave up after {attempt} attempts"
             log.error("job failed; message dead-lettered", error_class=error_class, error=text,
                       step=steps.current, attempt=attempt, reason=why)
-            self._record_failure(job, steps, attempt, FAILED, "failed", error_class, text)
+            self._record_failure(job, steps, attempt, JobState.FAILED, EventStatus.FAILED, error_class, text)
             delivery.dead_letter(error_class, text)
 
     def _uncounted_delay(self, envelope: Envelope, exc: Exception, error_class: str) -> float | None:
@@ -334,7 +333,7 @@ class StageRunner:
         retry_in = getattr(exc, "retry_in", None)
         return retry_in if retry_in is not None else min(self.policy.delay(len(run) + 1), self.probe_max)
 
-    def _record_failure(self, job: Job, steps: StepRecorder, attempt: int, state: str, status: str,
+    def _record_failure(self, job: Job, steps: StepRecorder, attempt: int, state: JobState, status: EventStatus,
                         error_class: str, text: str) -> None:
         try:
             self.ledger.record(job.id, stage=self.stage, step=steps.current, status=status, attempt=attempt,

@@ -26,7 +26,7 @@ from publisher import publish_collection
 from stacdrop.app.components import open_sink, open_store
 from stacdrop.config import Settings
 from stacdrop.errors import ErrorClass, PermanentError, StacdropError
-from stacdrop.ledger import FAILED, PUBLISHED, UNPUBLISHED, Job, Ledger
+from stacdrop.ledger import EventStatus, Job, JobState, Ledger, Stage
 from stacdrop.messages import CollectionUpdate, Source
 
 
@@ -93,10 +93,10 @@ def push_collection(settings: Settings, ledger: Ledger, collection: CollectionFi
         with open_sink(settings, ledger) as sink:
             action = publish_collection(update, sink)
     except StacdropError as exc:
-        ledger.record(job.id, stage="publish", step="collection", status="failed", state=FAILED,
+        ledger.record(job.id, stage=Stage.PUBLISH, step="collection", status=EventStatus.FAILED, state=JobState.FAILED,
                       error_class=exc.error_class, error=str(exc), message=str(exc))
         raise
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED,
+    ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED, state=JobState.PUBLISHED,
                   message=f"collection {cid} {action}")
     return CollectionPushed(collection=cid, action=action, job_id=job.id)
 
@@ -110,10 +110,10 @@ def unpublish_item(settings: Settings, ledger: Ledger, collection_id: str, item_
                    collection_id, origin=origin)
 
     def failed(exc: StacdropError) -> None:
-        ledger.record(job.id, stage="publish", step="unpublish", status="failed", state=FAILED, item_id=item_id,
+        ledger.record(job.id, stage=Stage.PUBLISH, step="unpublish", status=EventStatus.FAILED, state=JobState.FAILED, item_id=item_id,
                       error_class=exc.error_class, error=str(exc), message=str(exc))
 
-    published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=PUBLISHED, limit=1000)
+    published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=JobState.PUBLISHED, limit=1000)
     try:
         with open_sink(settings, ledger) as sink:
             deleted = sink.delete_item(collection_id, item_id)
@@ -136,8 +136,8 @@ def unpublish_item(settings: Settings, ledger: Ledger, collection_id: str, item_
                 raise
     message = "; ".join(notes)
     for old in published:
-        ledger.record(old.id, stage="publish", step="unpublished", status="unpublished", state=UNPUBLISHED,
+        ledger.record(old.id, stage=Stage.PUBLISH, step="unpublished", status=EventStatus.UNPUBLISHED, state=JobState.UNPUBLISHED,
                       message=f"{message} (job {job.id})")
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=UNPUBLISHED,
+    ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED, state=JobState.UNPUBLISHED,
                   item_id=item_id, message=message)
     return Unpublished(message=message, job_id=job.id, unpublished_jobs=[j.id for j in published])

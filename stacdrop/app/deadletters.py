@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter
-from stacdrop.ledger import QUEUED, Ledger
+from stacdrop.ledger import EventStatus, JobState, Ledger
 
 
 @dataclass
@@ -42,8 +42,8 @@ def replay_dead_letters(
             continue
         moved = bool(bus.replay([letter.id]))
         if moved:
-            ledger.record(letter.envelope.job_id, stage=letter.queue, step="queued", status="replayed",
-                          state=QUEUED, message=f"dead letter {letter.id} replayed after {letter.attempts} "
+            ledger.record(letter.envelope.job_id, stage=letter.queue, step="queued",
+                          status=EventStatus.REPLAYED, state=JobState.QUEUED, message=f"dead letter {letter.id} replayed after {letter.attempts} "
                           f"attempts ({letter.error_class}: {letter.error[:200]})")
             result.replayed.append(letter.id)
         if on_letter:

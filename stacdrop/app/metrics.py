@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stacdrop.bus.base import Bus
-from stacdrop.ledger import FAILED, PUBLISHED, Ledger, events, jobs
+from stacdrop.ledger import UNFINISHED_STATES, EventStatus, JobState, Ledger, Reports, Stage
 
 log = structlog.get_logger("stacdrop.app.metrics")
 
@@ -41,23 +40,9 @@ ARRIVAL_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600
 # and commit after a later id did, and the watermark must not pass an event that is not visible yet.
 EVENT_GRACE = timedelta(seconds=5)
 # The stages whose work the runtime times ("started" then "succeeded" / "retrying" / "failed").
-TIMED_STAGES = ("process", "publish")
-OUTCOMES = ("succeeded", "retrying", "failed")
-UNFINISHED = ("new", "queued", "processing", "publishing", "retrying")
-
-
-def _seconds_between(dialect: str, start: Any, end: Any) -> Any:
-    """A SQL expression for ``end - start`` in seconds (float)."""
-    if dialect == "postgresql":
-        return sa.func.extract("epoch", end - start)
-    # SQLite keeps datetimes as ISO text, which julianday() reads.
-    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
-
-
-def _bucket_columns(duration: Any, buckets: Sequence[float]) -> list[Any]:
-    """Cumulative bucket counts, the sum and the count of ``duration`` as aggregate columns."""
-    cols = [sa.func.sum(sa.case((duration <= b, 1), else_=0)) for b in buckets]
-    return [*cols, sa.func.coalesce(sa.func.sum(duration), 0.0), sa.func.count()]
+TIMED_STAGES = (Stage.PROCESS, Stage.PUBLISH)
+OUTCOMES = (EventStatus.SUCCEEDED, EventStatus.RETRYING, EventStatus.FAILED)
+UNFINISHED = UNFINISHED_STATES  # new, queued, processing, publishing, retrying
 
 
 @dataclass
@@ -94,85 +79,24 @@ class EventTally:
         self.arrival: dict[str, _Histogram] = {}  # by collection
         self.lock = threading.Lock()
 
-    def update(self, conn: sa.Connection, now: datetime) -> None:
+    def update(self, reports: Reports, now: datetime) -> None:
         with self.lock:
-            upper = self._safe_upper(conn, now)
+            upper = reports.committed_event_bound(self.watermark, now - EVENT_GRACE)
             if upper is None or upper <= self.watermark:
                 return
             # Read everything first and add it up after: a query failing half-way adds nothing, and the
             # next scrape reads the same events again, so nothing is counted twice.
-            durations = self._durations(conn, self.watermark, upper)
-            retries = self._retries(conn, self.watermark, upper)
-            arrivals = self._arrivals(conn, self.watermark, upper)
+            durations = reports.attempt_durations(self.watermark, upper, TIMED_STAGES, OUTCOMES, STAGE_BUCKETS)
+            retries = reports.retries(self.watermark, upper)
+            arrivals = reports.arrival_to_published(self.watermark, upper, ARRIVAL_BUCKETS)
             for (stage, outcome), row in durations:
                 self.durations.setdefault((stage, outcome), _Histogram(STAGE_BUCKETS)).add(row)
-            for key, count in retries:
+            for (stage, error_class), count in retries:
+                key = (stage, error_class or "unknown")
                 self.retries[key] = self.retries.get(key, 0) + count
             for collection, row in arrivals:
                 self.arrival.setdefault(collection, _Histogram(ARRIVAL_BUCKETS)).add(row)
             self.watermark = upper
-
-    def _safe_upper(self, conn: sa.Connection, now: datetime) -> int | None:
-        """The highest event id below which every event is committed: just before the first event newer
-        than the grace period, or the last event if none is that new."""
-        recent = conn.execute(
-            sa.select(sa.func.min(events.c.id)).where(events.c.id > self.watermark,
-                                                      events.c.at > now - EVENT_GRACE)
-        ).scalar()
-        if recent is not None:
-            return int(recent) - 1
-        last = conn.execute(sa.select(sa.func.max(events.c.id))).scalar()
-        return None if last is None else int(last)
-
-    def _durations(self, conn: sa.Connection, low: int, high: int) -> list[tuple[tuple[str, str], Sequence[Any]]]:
-        # An attempt is a "started" event followed by its outcome: among a job's started and outcome
-        # events of one stage (in id order), an outcome whose previous event is "started" closes that
-        # attempt. The window runs over the events of the jobs with an outcome in (low, high] only, so an
-        # attempt started before the watermark is still paired; the first pass (low = 0) reads everything.
-        timed = [events.c.stage.in_(TIMED_STAGES), events.c.status.in_(("started", *OUTCOMES))]
-        if low > 0:
-            closing = sa.select(events.c.job_id).where(
-                events.c.id > low, events.c.id <= high, events.c.stage.in_(TIMED_STAGES),
-                events.c.status.in_(OUTCOMES))
-            timed.append(events.c.job_id.in_(closing))
-        window = {"partition_by": (events.c.job_id, events.c.stage), "order_by": events.c.id}
-        attempts = (
-            sa.select(events.c.id, events.c.stage, events.c.status, events.c.at,
-                      sa.func.lag(events.c.at).over(**window).label("started_at"),
-                      sa.func.lag(events.c.status).over(**window).label("previous"))
-            .where(*timed)
-            .subquery()
-        )
-        duration = _seconds_between(conn.dialect.name, attempts.c.started_at, attempts.c.at)
-        query = (
-            sa.select(attempts.c.stage, attempts.c.status, *_bucket_columns(duration, STAGE_BUCKETS))
-            .where(attempts.c.id > low, attempts.c.id <= high, attempts.c.status.in_(OUTCOMES),
-                   attempts.c.previous == "started")
-            .group_by(attempts.c.stage, attempts.c.status)
-        )
-        return [((row[0], row[1]), row[2:]) for row in conn.execute(query)]
-
-    def _retries(self, conn: sa.Connection, low: int, high: int) -> list[tuple[tuple[str, str], int]]:
-        query = (
-            sa.select(events.c.stage, events.c.error_class, sa.func.count())
-            .where(events.c.id > low, events.c.id <= high, events.c.status == "retrying")
-            .group_by(events.c.stage, events.c.error_class)
-        )
-        return [((stage, error_class or "unknown"), int(count)) for stage, error_class, count in conn.execute(query)]
-
-
-    def _arrivals(self, conn: sa.Connection, low: int, high: int) -> list[tuple[str, Sequence[Any]]]:
-        # The publish stage's success is the item's publication (the job's finished_at); the job's
-        # created_at is the source's arrival. Joined by primary key, so only new events are read.
-        waited = _seconds_between(conn.dialect.name, jobs.c.created_at, events.c.at)
-        query = (
-            sa.select(jobs.c.collection, *_bucket_columns(waited, ARRIVAL_BUCKETS))
-            .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
-            .where(events.c.id > low, events.c.id <= high, events.c.stage == "publish",
-                   events.c.status == "succeeded", jobs.c.kind == "raster", jobs.c.state == PUBLISHED)
-            .group_by(jobs.c.collection)
-        )
-        return [(row[0] or "", row[1:]) for row in conn.execute(query)]
 
 
 class StacdropCollector(Collector):
@@ -207,8 +131,8 @@ class StacdropCollector(Collector):
     def _ledger_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("stacdrop_ledger_up", "1 when the job ledger answered this scrape")
         try:
-            with self.ledger.engine.connect() as conn:
-                metrics = self._query_ledger(conn)
+            with self.ledger.reports() as reports:
+                metrics = self._query_ledger(reports)
         except Exception as exc:  # noqa: BLE001 - a scrape reports the outage instead of failing
             log.warning("metrics: ledger query failed", error=str(exc))
             up.add_metric([], 0)
@@ -218,7 +142,7 @@ class StacdropCollector(Collector):
         yield up
         yield from metrics
 
-    def _query_ledger(self, conn: sa.Connection) -> list[Metric]:
+    def _query_ledger(self, reports: Reports) -> list[Metric]:
         now = self.clock()
         out: list[Metric] = []
 
@@ -229,24 +153,16 @@ class StacdropCollector(Collector):
         cog_bytes = CounterMetricFamily("stacdrop_converted_cog_bytes",
                                         "Bytes of COGs of published items", labels=["collection"])
         # One scan of the jobs table for the counts and the byte sums.
-        for state, kind, collection, count, size_in, size_cog in conn.execute(
-            sa.select(jobs.c.state, jobs.c.kind, jobs.c.collection, sa.func.count(),
-                      sa.func.coalesce(sa.func.sum(jobs.c.input_size), 0),
-                      sa.func.coalesce(sa.func.sum(jobs.c.cog_size), 0))
-            .group_by(jobs.c.state, jobs.c.kind, jobs.c.collection)
-        ):
+        for state, kind, collection, count, size_in, size_cog in reports.job_totals():
             by_state.add_metric([state, kind, collection or ""], count)
-            if state == PUBLISHED and kind == "raster":
+            if state == JobState.PUBLISHED and kind == "raster":
                 input_bytes.add_metric([collection or ""], float(size_in))
                 cog_bytes.add_metric([collection or ""], float(size_cog))
         out += [by_state, input_bytes, cog_bytes]
 
         failed = GaugeMetricFamily("stacdrop_failed_jobs", "Failed jobs by the stage and error class they failed with",
                                    labels=["stage", "error_class"])
-        for stage, error_class, count in conn.execute(
-            sa.select(jobs.c.stage, jobs.c.error_class, sa.func.count())
-            .where(jobs.c.state == FAILED).group_by(jobs.c.stage, jobs.c.error_class)
-        ):
+        for stage, error_class, count in reports.failed_jobs():
             failed.add_metric([stage, error_class or "unknown"], count)
         out.append(failed)
 
@@ -256,14 +172,11 @@ class StacdropCollector(Collector):
             "(a job stuck in a stage; steps of long conversions are recorded as they start)",
             labels=["stage", "state"],
         )
-        for stage, state, at in conn.execute(
-            sa.select(jobs.c.stage, jobs.c.state, sa.func.min(jobs.c.updated_at))
-            .where(jobs.c.state.in_(UNFINISHED)).group_by(jobs.c.stage, jobs.c.state)
-        ):
-            oldest.add_metric([stage, state], max(0.0, (now - _aware(at)).total_seconds()))
+        for stage, state, at in reports.oldest_updates(UNFINISHED):
+            oldest.add_metric([stage, state], max(0.0, (now - at).total_seconds()))
         out.append(oldest)
 
-        self.tally.update(conn, now)
+        self.tally.update(reports, now)
         with self.tally.lock:
             stage = HistogramMetricFamily(
                 "stacdrop_stage_duration_seconds",
@@ -320,10 +233,6 @@ class StacdropCollector(Collector):
             if s.consumers is not None:
                 consumers.add_metric([s.queue], s.consumers)
         yield from (depth, dead, consumers)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 # Every metric name the collector exposes (histograms and counters by their family name); alert rules and

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stacdrop.app.api.compat import original_operation, source_url
-from stacdrop.ledger import ORIGINAL_STEPS, Job
+from stacdrop.app.api.compat import ORIGINAL_STEPS, original_operation, source_url
+from stacdrop.ledger import Job
 from tests.support.api_server import ApiServer, FileServer
 from tests.support.daemon import base_env
 from tests.support.rasters import write_geotiff

@@ -53,7 +53,9 @@ def seed(env: dict[str, str]) -> list[str]:
         job, _ = ledger.create_job(kind="raster", source=f"http://localhost/f{n}.tif", source_key=f"chelsa/f{n}.tif",
                                    content_key=f"etag:{n}", collection="chelsa", origin="http", priority=5,
                                    params={"newitem": {"collection_id": "chelsa", "filename": f"f{n}.tif"}})
-        ledger.record(job.id, stage="process", step="convert", status="running", attempt=1)
+        # A retry follows a started attempt (stacdrop.ledger.states.TRANSITIONS refuses "new" -> "retrying").
+        ledger.record(job.id, stage="process", step="convert", status="running", attempt=1,
+                      **({"state": "processing"} if state == "retrying" else {}))
         ledger.record(job.id, stage="publish" if state == "published" else "process", step="finished",
                       status=state, state=state, attempt=1, **fields)
         ids.append(job.id)

@@ -16,6 +16,7 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from publisher.validation import validate_item
+from stacdrop.app.api.compat import original_step
 from tests.support.daemon import (
     STACDROP,
     DaemonProcess,
@@ -158,7 +159,7 @@ def test_good_inputs_become_valid_items(tmp_path: Path, env: dict[str, str]) -> 
     steps = [e.step for e in full.events]
     for step in ("queued", "fetch", "validate", "convert", "store", "metadata", "publish", "finished"):
         assert step in steps, steps
-    assert full.original_step == "PROCESS FINISHED"
+    assert original_step(full) == "PROCESS FINISHED"
 
 
 BAD_CORPUS = [

@@ -19,10 +19,24 @@ from stacdrop.app.api.auth import require_read, require_write
 from stacdrop.app.api.deps import ApiState, get_state
 from stacdrop.app.api.jobs import ERRORS, ErrorBody, decode_cursor, encode_cursor
 from stacdrop.app.api.submit import JsonBodyRoute, check_stac_server, key_for, submit_url
-from stacdrop.ledger import FAILED, ORIGINAL_STEPS, PUBLISHED, SKIPPED, UNPUBLISHED, Job
+from stacdrop.ledger import Job, JobState
 
 FINISHED = "PROCESS FINISHED"
-# Steps of ours the ledger's ORIGINAL_STEPS does not name: where in the original pipeline they fall.
+# Our steps, and the original system's status step each one maps onto (GET /status compatibility).
+ORIGINAL_STEPS = {
+    "queued": "**pending**",
+    "collection": "GETCOLLECTION",
+    "fetch": "GETITEMFILE",
+    "validate": "GETITEMFILE",
+    "convert": "TRANF_COG",
+    "store": "UPLOAD_COG_TO_SERVER",
+    "metadata": "CREATEPYSTACITEM",
+    "derive": "CREATEPYSTACITEM",
+    "publish": "CREATEPYSTACITEM",
+    "cleanup": "DELETEITEMFILE",
+    "finished": FINISHED,
+}
+# Steps of ours ORIGINAL_STEPS does not name: where in the original pipeline they fall.
 STAGE_STEPS = {"watch": "**pending**", "process": "GETITEMFILE", "publish": "CREATEPYSTACITEM"}
 
 
@@ -58,19 +72,25 @@ def source_url(host: str, filename: str) -> str:
     return host.rstrip("/") + "/" + filename.lstrip("/")
 
 
+def original_step(job: Job) -> str:
+    """The original system's name of the job's current step, or ours when it has none (``stacdrop job``)."""
+    return ORIGINAL_STEPS.get(job.step, job.step)
+
+
 def original_operation(job: Job) -> str:
-    if job.state in (PUBLISHED, SKIPPED, UNPUBLISHED):
+    """``_operation`` of GET /status: the original's step, "PROCESS FINISHED" once the job is done."""
+    if job.state in (JobState.PUBLISHED, JobState.SKIPPED, JobState.UNPUBLISHED):
         return FINISHED
     return ORIGINAL_STEPS.get(job.step) or STAGE_STEPS.get(job.stage, job.step)
 
 
 def status_of(job: Job) -> dict[str, Any]:
-    failed = job.state == FAILED
+    failed = job.state == JobState.FAILED
     if failed:
         description = f"{job.error_class}: {job.error}"
-    elif job.state == PUBLISHED:
+    elif job.state == JobState.PUBLISHED:
         description = f"item {job.collection}/{job.item_id} published" if job.item_id else "published"
-    elif job.state == "retrying":
+    elif job.state == JobState.RETRYING:
         description = f"retrying after {job.error_class}: {job.error}"
     else:
         description = f"{job.state} ({job.stage}: {job.step})"

@@ -20,7 +20,7 @@ from stacdrop.app.api.submit import JsonBodyRoute, key_for, name_from_url, submi
 from stacdrop.bus.base import DeadLetter, DeadLetterFilter
 from stacdrop.app.deadletters import replay_dead_letters
 from stacdrop.errors import StacdropError
-from stacdrop.ledger import Job
+from stacdrop.ledger import Job, JobState, Stage
 from stacdrop.times import parse_since, utcnow
 from stacdrop.sidecar import shown
 
@@ -36,9 +36,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                        (503, "Writes disabled (no token configured) or a backend is unavailable"))
 }
 
-State = Literal["new", "queued", "processing", "publishing", "retrying", "published", "failed", "skipped",
-                "unpublished"]
-Stage = Literal["watch", "process", "publish"]
 
 
 class JobSummary(BaseModel):
@@ -210,7 +207,7 @@ write = APIRouter(dependencies=[Depends(require_write)], responses=ERRORS, route
 
 @read.get("/jobs", response_model=JobList, tags=["jobs"])
 def list_jobs(
-    state: State | None = None,
+    state: JobState | None = None,
     stage: Stage | None = None,
     collection: str | None = None,
     error_class: str | None = None,

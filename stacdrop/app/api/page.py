@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -19,7 +18,7 @@ from pydantic import BaseModel, Field
 from stacdrop.app.api.auth import require_read
 from stacdrop.app.api.deps import ApiState, get_state
 from stacdrop.app.api.jobs import ERRORS
-from stacdrop.ledger import PUBLISHED, Ledger, jobs
+from stacdrop.ledger import Ledger
 
 router = APIRouter()
 STATIC = Path(__file__).resolve().parent / "static"
@@ -55,14 +54,8 @@ def static_file(name: str) -> FileResponse:
 
 def latest_footprints(ledger: Ledger, limit: int) -> dict[str, Any]:
     """The bboxes of the latest published items as a GeoJSON FeatureCollection (one Polygon per bbox)."""
-    query = (
-        sa.select(jobs.c.id, jobs.c.item_id, jobs.c.collection, jobs.c.finished_at, jobs.c.item_bbox)
-        # (state, updated_at) is indexed; a published job's last update is its publication.
-        .where(jobs.c.state == PUBLISHED, jobs.c.item_bbox.is_not(None))
-        .order_by(jobs.c.updated_at.desc()).limit(limit)
-    )
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(query).fetchall()
+    with ledger.reports() as reports:
+        rows = reports.latest_published_bboxes(limit)
     features = []
     for job_id, item_id, collection, finished_at, bbox_text in rows:
         bbox = _bbox(bbox_text)

@@ -48,7 +48,9 @@ def job(ctx: Context, job_id: str, as_json: bool) -> None:
     for key, value in data.items():
         if value not in (None, {}, ""):
             click.echo(f"{key:<14} {value}")
-    click.echo(f"{'status step':<14} {found.original_step}")
+    from stacdrop.app.api.compat import original_step  # noqa: PLC0415 - the original system's step names
+
+    click.echo(f"{'status step':<14} {original_step(found)}")
     click.echo("\nhistory:")
     rows = [[e["at"][:23], e["stage"], e["step"], e["status"], e["attempt"], e["error_class"], e["message"]]
             for e in events]

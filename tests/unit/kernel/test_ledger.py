@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from stacdrop.ledger import FAILED, PUBLISHED, QUEUED, Ledger
+from stacdrop.app.api.compat import original_step
+from stacdrop.ledger import JobState, Ledger
 
 
 def _create(ledger: Ledger, source: str = "/in/c/a.tif", content: str = "sha1+side1"):  # noqa: ANN202
@@ -33,7 +34,7 @@ def test_the_latest_content_wins_a_b_a_is_three_jobs(ledger: Ledger) -> None:
 
 def test_a_failed_job_dropped_again_gets_a_new_job(ledger: Ledger) -> None:
     job, _ = _create(ledger)
-    ledger.record(job.id, stage="process", step="validate", status="failed", state=FAILED,
+    ledger.record(job.id, stage="process", step="validate", status="failed", state=JobState.FAILED,
                   error_class="invalid_raster", error="c/a.tif: no CRS")
     again, created = _create(ledger)
     assert created and again.id != job.id
@@ -41,18 +42,18 @@ def test_a_failed_job_dropped_again_gets_a_new_job(ledger: Ledger) -> None:
 
 def test_history_and_fields(ledger: Ledger) -> None:
     job, _ = _create(ledger)
-    ledger.record(job.id, stage="watch", step="queued", status="queued", state=QUEUED)
+    ledger.record(job.id, stage="watch", step="queued", status="queued", state=JobState.QUEUED)
     ledger.record(job.id, stage="process", step="convert", status="retrying", state="retrying",
                   error_class="network", error="reset", attempt=1)
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED, attempt=2,
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=JobState.PUBLISHED, attempt=2,
                   item_id="a", cog_sha256="f" * 64, cog_size=10)
     got = ledger.get(job.id, with_events=True)
-    assert got.state == PUBLISHED and got.item_id == "a" and got.cog_size == 10
+    assert got.state == JobState.PUBLISHED and got.item_id == "a" and got.cog_size == 10
     assert got.error is None and got.error_class is None  # success clears the last error
-    assert got.finished_at is not None and got.original_step == "PROCESS FINISHED"
+    assert got.finished_at is not None and original_step(got) == "PROCESS FINISHED"
     assert [e.status for e in got.events] == ["created", "queued", "retrying", "succeeded"]
     assert got.params == {"sidecar": "c/a.json"}
-    assert ledger.count_by_state() == {PUBLISHED: 1}
+    assert ledger.count_by_state() == {JobState.PUBLISHED: 1}
 
 
 def test_list_filters_and_cursor(ledger: Ledger) -> None:
@@ -69,7 +70,7 @@ def test_list_filters_and_cursor(ledger: Ledger) -> None:
 def test_newer_published_version_wins(ledger: Ledger) -> None:
     old, _ = _create(ledger, content="v1")
     new, _ = _create(ledger, content="v2")
-    ledger.record(new.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED)
+    ledger.record(new.id, stage="publish", step="finished", status="succeeded", state=JobState.PUBLISHED)
     assert ledger.newer_published(old) == new.id
     assert ledger.newer_published(new) is None
 
@@ -90,18 +91,18 @@ def test_a_late_outcome_of_an_earlier_stage_does_not_move_the_job_back(ledger: L
     job, _ = _create(ledger)
     ledger.record(job.id, stage="process", step="start", status="started", state="processing", attempts=1)
     ledger.record(job.id, stage="publish", step="start", status="started", state="publishing", attempts=2)
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED)
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=JobState.PUBLISHED)
     ledger.record(job.id, stage="process", step="metadata", status="succeeded", state="publishing",
                   cog_key="c/a.tif", cog_size=5)
-    ledger.record(job.id, stage="watch", step="queued", status="queued", state=QUEUED)
+    ledger.record(job.id, stage="watch", step="queued", status="queued", state=JobState.QUEUED)
     got = ledger.get(job.id, with_events=True)
-    assert (got.state, got.stage, got.step) == (PUBLISHED, "publish", "finished")
+    assert (got.state, got.stage, got.step) == (JobState.PUBLISHED, "publish", "finished")
     assert got.finished_at is not None
     assert (got.cog_key, got.cog_size) == ("c/a.tif", 5)  # outputs are written all the same
     assert [(e.stage, e.status) for e in got.events][-2:] == [("process", "succeeded"), ("watch", "queued")]
     # An earlier stage still moves its own job on: a process retry, then a success.
     other, _ = _create(ledger, source="/in/c/b.tif")
-    ledger.record(other.id, stage="watch", step="queued", status="queued", state=QUEUED)
+    ledger.record(other.id, stage="watch", step="queued", status="queued", state=JobState.QUEUED)
     ledger.record(other.id, stage="process", step="convert", status="retrying", state="retrying",
                   error_class="conversion_failed", error="boom")
     ledger.record(other.id, stage="process", step="metadata", status="succeeded", state="publishing")
@@ -111,7 +112,7 @@ def test_a_late_outcome_of_an_earlier_stage_does_not_move_the_job_back(ledger: L
 
 def test_published_bbox_is_kept_and_an_older_ledger_gains_the_column(ledger: Ledger) -> None:
     job, _ = _create(ledger)
-    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=PUBLISHED,
+    ledger.record(job.id, stage="publish", step="finished", status="succeeded", state=JobState.PUBLISHED,
                   item_id="a", item_bbox=[-75.5, 4.0, -74.0, 5.25])
     assert ledger.get(job.id).item_bbox == [-75.5, 4.0, -74.0, 5.25]
     # A ledger written by a stacdrop without the column: opening it adds the column, rows read as None.

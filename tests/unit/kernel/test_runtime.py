@@ -20,7 +20,7 @@ import pytest
 from stacdrop.bus.base import Delivery
 from stacdrop.bus.sqlite import SqliteBus
 from stacdrop.errors import InvalidRaster, TransientError
-from stacdrop.ledger import FAILED, PROCESSING, PUBLISHING, RETRYING, Job, Ledger, Record
+from stacdrop.ledger import JobState, Job, Ledger, Record
 from stacdrop.messages import PROCESS_QUEUE, PUBLISH_QUEUE, Envelope, IngestRequest, Source
 from stacdrop.retry import RetryPolicy
 from stacdrop.runtime import StageOutcome, StageRunner, StepRecorder
@@ -120,12 +120,12 @@ def runner_for(embedded: Embedded, handler: Callable[[Envelope, Job, StepRecorde
 
 def converted(job_id: str) -> StageOutcome:
     out = Envelope(job_id=job_id, body={"kind": "raster_ready", "collection": "c"})
-    return StageOutcome(state=PUBLISHING, step="stored", message="converted", outputs=[(PUBLISH_QUEUE, out)])
+    return StageOutcome(state=JobState.PUBLISHING, step="stored", message="converted", outputs=[(PUBLISH_QUEUE, out)])
 
 
 def test_a_job_past_the_stage_is_acked_without_calling_the_handler(embedded: Embedded) -> None:
     job = embedded.job()
-    embedded.ledger.record(job.id, stage="process", step="stored", status="succeeded", state=PUBLISHING)
+    embedded.ledger.record(job.id, stage="process", step="stored", status="succeeded", state=JobState.PUBLISHING)
     events_before = len(embedded.ledger.get(job.id, with_events=True).events)
     called: list[str] = []
     runner = runner_for(embedded, lambda env, j, steps: called.append(env.job_id) or converted(j.id))
@@ -136,7 +136,7 @@ def test_a_job_past_the_stage_is_acked_without_calling_the_handler(embedded: Emb
     assert delivery.settled and embedded.queue(PROCESS_QUEUE) == (0, 0, 0)  # acked: gone, not retried or dead
     assert embedded.queue(PUBLISH_QUEUE) == (0, 0, 0)  # nothing published again
     after = embedded.ledger.get(job.id, with_events=True)
-    assert after.state == PUBLISHING and len(after.events) == events_before  # no attempt recorded
+    assert after.state == JobState.PUBLISHING and len(after.events) == events_before  # no attempt recorded
 
 
 def test_a_success_is_published_then_recorded_then_acked(embedded: Embedded) -> None:
@@ -153,16 +153,16 @@ def test_a_success_is_published_then_recorded_then_acked(embedded: Embedded) -> 
     deliver_one(embedded.bus, PROCESS_QUEUE, runner_for(embedded, handler).on_delivery)
 
     assert embedded.calls == [
-        ("record", [(job.id, "started", PROCESSING)]),
+        ("record", [(job.id, "started", JobState.PROCESSING)]),
         ("handler", job.id, "new"),  # the job as read before the attempt was recorded
         ("publish", PUBLISH_QUEUE, job.id),
-        ("record", [(job.id, "succeeded", PUBLISHING)]),
-        ("ack", [job.id], (PUBLISHING, (1, 0, 0))),
+        ("record", [(job.id, "succeeded", JobState.PUBLISHING)]),
+        ("ack", [job.id], (JobState.PUBLISHING, (1, 0, 0))),
     ]
-    assert seen == [PROCESSING]  # while the handler runs, the ledger shows the attempt
+    assert seen == [JobState.PROCESSING]  # while the handler runs, the ledger shows the attempt
     assert embedded.queue(PROCESS_QUEUE) == (0, 0, 0)
     done = embedded.ledger.get(job.id, with_events=True)
-    assert (done.state, done.step, done.attempts) == (PUBLISHING, "stored", 1)
+    assert (done.state, done.step, done.attempts) == (JobState.PUBLISHING, "stored", 1)
     assert [(e.status, e.step, e.message) for e in done.events][-1] == ("succeeded", "stored", "converted")
     published = deliver_one(embedded.bus, PUBLISH_QUEUE, lambda d: d.ack())
     assert published.envelope.job_id == job.id and published.envelope.body["kind"] == "raster_ready"
@@ -184,7 +184,7 @@ def test_a_transient_error_comes_back_later_with_the_attempt_counted(embedded: E
 
     assert embedded.queue(PROCESS_QUEUE) == (0, 1, 0)  # not ready yet: waiting out its delay, not dead
     retrying = embedded.ledger.get(job.id, with_events=True)
-    assert (retrying.state, retrying.error_class, retrying.attempts) == (RETRYING, "transient", 1)
+    assert (retrying.state, retrying.error_class, retrying.attempts) == (JobState.RETRYING, "transient", 1)
     assert "HTTP 503" in retrying.error and "retry 1 of 3 in 1s" in retrying.events[-1].message
     assert not [c for c in embedded.calls if c[0] in ("publish", "ack")]
 
@@ -209,6 +209,6 @@ def test_a_permanent_error_is_dead_lettered_and_the_job_fails(embedded: Embedded
     assert (letter.queue, letter.error_class, letter.attempts) == (PROCESS_QUEUE, "invalid_raster", 1)
     assert letter.envelope.job_id == job.id and "c/x.tif: not a GeoTIFF" in letter.error
     failed = embedded.ledger.get(job.id, with_events=True)
-    assert (failed.state, failed.error_class, failed.step) == (FAILED, "invalid_raster", "convert")
+    assert (failed.state, failed.error_class, failed.step) == (JobState.FAILED, "invalid_raster", "convert")
     assert "c/x.tif: not a GeoTIFF" in failed.error and failed.finished_at is not None
     assert not [c for c in embedded.calls if c[0] in ("publish", "ack")]

@@ -12,7 +12,7 @@ from stacdrop.app.explain import explain_file, explain_key
 from stacdrop.config import Settings
 from stacdrop.messages import RasterReady, Source, StoredObject
 from stacdrop.sidecar import parse_sidecar
-from tests.rasters import write_geotiff
+from tests.support.rasters import write_geotiff
 
 COLLECTIONS = {"chelsa-tas": {"key_template": "tas_{month}_{year}.tif", "properties": {"variable": "tas"},
                               "asset_key": "cog"},
