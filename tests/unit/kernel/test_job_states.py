@@ -9,9 +9,7 @@ import pytest
 
 from stacdrop.ledger import TRANSITIONS, EventStatus, JobState, Ledger, Record, Stage, TransitionRefused
 from stacdrop.ledger.states import FINAL_STATES, predecessors
-from tests import test_ledger
 
-ledger = test_ledger.ledger  # the fixture: the ledger on SQLite and on PostgreSQL
 
 
 def _job(ledger: Ledger, n: int = 0) -> str:

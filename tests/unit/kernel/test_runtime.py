@@ -192,7 +192,7 @@ def test_a_transient_error_comes_back_later_with_the_attempt_counted(embedded: E
     assert time.monotonic() - failed_at >= 0.9  # the retry waited its delay (policy.delay(1) = 1 s)
     assert attempts_seen == [0, 1]
     assert [(h.stage, h.error_class, h.counted) for h in again.envelope.history] == [("process", "transient", True)]
-    assert embedded.ledger.get(job.id).state == PUBLISHING
+    assert embedded.ledger.get(job.id).state == JobState.PUBLISHING
 
 
 def test_a_permanent_error_is_dead_lettered_and_the_job_fails(embedded: Embedded) -> None:
