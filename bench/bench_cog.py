@@ -37,6 +37,7 @@ from processor.tiff import tiff_layout  # noqa: E402
 from processor.validate import check_blocks_readable, validate_input  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
 from stacdrop.messages import IngestRequest, Source  # noqa: E402
+from stacdrop.app.components import processor_settings
 
 OUT = ROOT / "bench" / "out"
 
@@ -102,7 +103,7 @@ def run_ours(src: Path, tmp: Path, steps: dict[str, list[float]]) -> tuple[float
     stage_mod.convert_to_cog = convert_timed
     try:
         t0 = time.perf_counter()
-        ready = process_raster(request, settings, store, workdir=workdir, on_step=on_step)
+        ready = process_raster(request, processor_settings(settings), store, workdir=workdir, on_step=on_step)
         end = time.perf_counter()
     finally:
         stage_mod.convert_to_cog = real_convert

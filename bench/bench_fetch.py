@@ -33,6 +33,7 @@ import rasterio.shutil  # noqa: E402
 from processor.fetch import fetch_source  # noqa: E402
 from stacdrop.config import Settings  # noqa: E402
 from stacdrop.s3 import rasterio_env, s3_client  # noqa: E402
+from stacdrop.app.components import processor_settings
 from tests.support.services import MotoServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -68,7 +69,7 @@ def main() -> None:
     try:
         settings = Settings(aws_access_key_id="bench", aws_secret_access_key="bench", aws_endpoint_url=server.url,
                             allowed_hosts=["127.0.0.1"])
-        client = s3_client(settings)
+        client = s3_client(settings.s3)
         client.create_bucket(Bucket="bench-src")
         client.upload_file(str(src), "bench-src", "in/src.tif")
         s3_url = "s3://bench-src/in/src.tif"
@@ -77,13 +78,13 @@ def main() -> None:
             work = Path(tmp)
 
             def download(url: str) -> None:
-                with fetch_source(url, work, settings) as local:
+                with fetch_source(url, work, processor_settings(settings).access) as local:
                     convert_to_cog(local, str(work / "out.tif"), resampling="average")
 
             def remote(url: str) -> None:
                 # The same creation options as convert_to_cog; the dataset is opened inside the env so
                 # rasterio hands GDAL the session's credentials (a path given to shutil.copy gets none).
-                with rasterio_env(settings), rasterio.Env(**ENV), rasterio.open(url) as ds:
+                with rasterio_env(settings.s3), rasterio.Env(**ENV), rasterio.open(url) as ds:
                     rasterio.shutil.copy(ds, str(work / "out.tif"), driver="COG",
                                          **cog_creation_options(resampling="average"))
 

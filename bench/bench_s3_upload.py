@@ -68,7 +68,7 @@ def main() -> None:
     try:
         settings = Settings(aws_access_key_id="bench", aws_secret_access_key="bench", aws_endpoint_url=server.url)
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        client = s3_client(settings, max_pool_connections=20)
+        client = s3_client(settings.s3, max_pool_connections=20)
         client.create_bucket(Bucket="bench-cogs")
         store = S3Store("bench-cogs", "io", client=client)
         plain = boto3.client("s3", endpoint_url=server.url, aws_access_key_id="bench",

@@ -79,14 +79,14 @@ def count(url: str, cid: str) -> int:
 
 
 def run_sink_bulk(url: str, items: list[dict], batch: int) -> None:
-    sink = StacApiSink(url, Settings(stac_batch_size=batch))  # two chunks in flight (the default)
+    sink = StacApiSink(url, Settings(stac_batch_size=batch).stac_api)  # two chunks in flight (the default)
     out = sink.put_items(items, "replace")
     bad = [o for o in out if not o.ok]
     assert not bad, bad[:3]
 
 
 def run_sink_single(url: str, items: list[dict], batch: int) -> None:  # noqa: ARG001
-    sink = StacApiSink(url, Settings())
+    sink = StacApiSink(url, Settings().stac_api)
     for item in items:
         sink.put_item(item, "replace")
 
@@ -141,9 +141,9 @@ def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | No
             bus.publish(PUBLISH_QUEUE, Envelope.wrap(job.id, body))
         sink = open_sink(settings, ledger)
         runner = StageRunner(
-            "publish", make_publish_handler(settings, sink, ledger), bus=bus, ledger=ledger,
-            policy=RetryPolicy(), batch_handler=make_publish_batch_handler(settings, sink, ledger),
-            batch_size=settings.stac_batch_size, batch_window=settings.publish_batch_window,
+            "publish", make_publish_handler(settings.collection_settings, sink, ledger), bus=bus, ledger=ledger,
+            policy=RetryPolicy(), batch_handler=make_publish_batch_handler(settings.collection_settings, sink, ledger),
+            batch_size=settings.stac_api.batch_size, batch_window=settings.stac_api.publish_batch_window,
         )
         stop = threading.Event()
         done_at: list[float] = []

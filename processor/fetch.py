@@ -9,7 +9,7 @@
 
 Every URL passes the policy of ``stacdrop.urls`` (scheme, allowed_hosts, no internal addresses, no
 ambiguous authority).
-Downloads stop at ``settings.max_source_bytes``. Transient failures (connection errors, timeouts, 5xx,
+Downloads stop at ``max_source_bytes`` (``[limits]``). Transient failures (connection errors, timeouts, 5xx,
 429) are retried in-process a few times, then raised as ``TransientError`` (the job is retried later);
 404/410 is ``SourceNotFound`` and 401/403 ``SourceForbidden``, both permanent. Messages name the URL
 without user info or query string. The temporary file is removed when the ``with`` block ends.
@@ -27,11 +27,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from stacdrop.containment import local_inbox_root, open_inbox_file
 from stacdrop.errors import ConfigError, ErrorClass, HostUnreachable, OutsideInbox, PermanentError, SourceNotFound
+from processor.settings import SourceAccess
 from stacdrop.s3 import S3Failure, classify_s3_error
 from stacdrop.urls import check_source_url, open_source_url, parse_source_url, redact_url
 
@@ -73,8 +74,8 @@ def _temp_path(workdir: Path, url_path: str) -> Path:
     return Path(workdir) / f"src-{uuid.uuid4().hex[:16]}{ext}"
 
 
-def _limit(settings: Any) -> int:
-    return int(getattr(settings, "max_source_bytes", 200 << 30))
+def _limit(access: SourceAccess) -> int:
+    return access.limits.max_source_bytes
 
 
 def _too_large(shown: str, size: int, limit: int) -> SourceTooLarge:
@@ -102,15 +103,15 @@ def _unlink(path: Path) -> None:
 # -- S3 -----------------------------------------------------------------------------------------------
 
 
-def _download_s3(url: str, dest: Path, settings: Any) -> None:
+def _download_s3(url: str, dest: Path, access: SourceAccess) -> None:
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
     bucket, key = parse_s3_url(url)
     shown = redact_url(url)
-    client = s3_client(settings)
-    limit = _limit(settings)
+    client = s3_client(access.s3)
+    limit = _limit(access)
 
     def attempt() -> None:
         try:
@@ -140,15 +141,15 @@ def _download_s3(url: str, dest: Path, settings: Any) -> None:
 # -- HTTP ---------------------------------------------------------------------------------------------
 
 
-def _download_http(url: str, dest: Path, settings: Any) -> None:
+def _download_http(url: str, dest: Path, access: SourceAccess) -> None:
     import requests  # noqa: PLC0415
 
-    limit = _limit(settings)
+    limit = _limit(access)
     shown = redact_url(url)
 
     def attempt() -> None:
         try:
-            with open_source_url(url, settings, "GET", timeout=TIMEOUT, stream=True) as resp:
+            with open_source_url(url, access.limits.allowed_hosts, "GET", timeout=TIMEOUT, stream=True) as resp:
                 where = redact_url(resp.url)
                 status = resp.status_code
                 if status in (404, 410):
@@ -178,23 +179,24 @@ def _download_http(url: str, dest: Path, settings: Any) -> None:
 
 
 @contextmanager
-def fetch_source(url: str, workdir: Path, settings: Any = None, *, name: str | None = None) -> Iterator[str]:
+def fetch_source(url: str, workdir: Path, access: SourceAccess | None = None, *,
+                 name: str | None = None) -> Iterator[str]:
     """Yield a local path for ``url`` (see the module docstring). A downloaded copy is removed after.
     ``name`` (the inbox-relative key) is what errors about a local file name."""
     if url.startswith(("s3://", "http://", "https://")):
-        if settings is None:
+        if access is None:
             raise ConfigError(f"{redact_url(url)}: sources by URL need the settings (allowed_hosts, S3)")
         if url.startswith("s3://"):
-            check_source_url(url, settings)
+            check_source_url(url, access.limits.allowed_hosts)
             name = urlparse(url).path
         else:  # every hop is checked where it is requested; its name comes from the URL as parsed
             name = urlparse(parse_source_url(url).url).path
         dest = _temp_path(Path(workdir), name)
         try:
             if url.startswith("s3://"):
-                _download_s3(url, dest, settings)
+                _download_s3(url, dest, access)
             else:
-                _download_http(url, dest, settings)
+                _download_http(url, dest, access)
             yield str(dest)
         finally:
             _unlink(dest)
@@ -205,18 +207,18 @@ def fetch_source(url: str, workdir: Path, settings: Any = None, *, name: str | N
             raise ConfigError(f"{url}: file:// URLs must point at this machine")
         path = unquote(parsed.path)
     elif "://" in url:
-        check_source_url(url, settings)  # raises: scheme not allowed
+        check_source_url(url)  # raises: scheme not allowed
         raise ConfigError(f"{redact_url(url)}: unsupported source URL")
     else:
         path = url
     if not os.path.isabs(path):
         raise ConfigError(f"{url}: a local source must be an absolute path")
     shown = name or url
-    if settings is None:
+    if access is None or access.inbox is None:
         raise ConfigError(f"{shown}: local sources need the settings (the inbox they must be inside)")
-    root = local_inbox_root(settings)
+    root = local_inbox_root(access.inbox)
     if root is None:
-        raise OutsideInbox(f"{shown}: refused: a local file, but the inbox is not a local folder ({settings.inbox.path})")
+        raise OutsideInbox(f"{shown}: refused: a local file, but the inbox is not a local folder ({access.inbox.path})")
     try:
         fd, real = open_inbox_file(root, path, shown)
     except FileNotFoundError:

@@ -6,11 +6,11 @@ import re
 from contextlib import nullcontext
 from pathlib import Path
 
+from processor.settings import ProcessorSettings
 from processor.stage import process_raster
 from processor.store import Store
 from processor.workdir import remove_stale
 from stacdrop import claims
-from stacdrop.config import Settings
 from stacdrop.errors import PermanentError, TransientError
 from stacdrop.ledger import Job, JobState, Ledger
 from stacdrop.messages import PUBLISH_QUEUE, Envelope, IngestRequest
@@ -32,7 +32,7 @@ def normalised(message: str | None) -> str:
 
 
 def make_process_handler(
-    settings: Settings, store: Store, workdir: Path, ledger: Ledger | None = None,
+    settings: ProcessorSettings, store: Store, workdir: Path, ledger: Ledger | None = None,
 ) -> StageHandler:
     """``ledger``, when given, holds the claim that keeps a second processor off a job being converted
     (a redelivery after the broker connection dropped mid-conversion); see stacdrop/claims.py."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from stacdrop.config import S3Settings
 from stacdrop.errors import ErrorClass, ConfigError, StoreError
 from stacdrop.messages import StoredObject
 from stacdrop.s3 import S3Failure, classify_s3_error
@@ -288,11 +289,10 @@ class S3Store(Store):
             raise StoreError(f"{where}: check after upload failed: {'; '.join(problems)}", error_class=ErrorClass.STORE_CHECKSUM)
 
 
-def open_s3_store(url: str, settings: Any) -> S3Store:
+def open_s3_store(url: str, s3: S3Settings, *, public_url: str | None = None) -> S3Store:
     from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
     bucket, prefix = parse_s3_url(url)
-    public_url = getattr(settings, "public_url", None)
     if public_url:
         try:
             public_url.format(key="k", bucket="b")
@@ -301,7 +301,7 @@ def open_s3_store(url: str, settings: Any) -> S3Store:
     return S3Store(
         bucket,
         prefix,
-        client=s3_client(settings, max_pool_connections=max(10, CONCURRENCY * 2)),
+        client=s3_client(s3, max_pool_connections=max(10, CONCURRENCY * 2)),
         public_url=public_url,
-        acl=getattr(settings, "store_acl", None),
+        acl=s3.store_acl,
     )

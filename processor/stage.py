@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from stacdrop.config import CollectionSettings, Settings
+from stacdrop.config import CollectionSettings
 from stacdrop.errors import DiskFull, InvalidSidecar, MissingSidecar, NameTooLong, permanent_error
 from stacdrop.messages import IngestRequest, RasterReady
 from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
@@ -21,6 +21,7 @@ from stacdrop.sidecar import Sidecar, check_id, parse_sidecar
 from processor.cogeo import check_output, convert_to_cog, is_valid_cog
 from processor.fetch import fetch_source
 from processor.metadata import read_raster_metadata
+from processor.settings import ProcessorSettings
 from processor.store import Store, store_key
 from processor.validate import check_blocks_readable, validate_input
 from processor.workdir import cog_prefix
@@ -48,14 +49,14 @@ def _remove_prefixed(folder: Path, prefix: str) -> None:
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
-def conversion_threads(settings: Settings) -> str:
+def conversion_threads(workers: int) -> str:
     """Several workers on few cores: single-threaded conversions beat oversubscribed threaded ones."""
-    return "ALL_CPUS" if settings.workers < (os.cpu_count() or 1) else "1"
+    return "ALL_CPUS" if workers < (os.cpu_count() or 1) else "1"
 
 
 def process_raster(
     request: IngestRequest,
-    settings: Settings,
+    settings: ProcessorSettings,
     store: Store,
     *,
     workdir: Path,
@@ -76,21 +77,21 @@ def process_raster(
         # fall back to key-only metadata.
         raise InvalidSidecar(f"{sidecar_name}: the sidecar is not valid UTF-8 text")
     if request.sidecar_text is None:
-        if not settings.collection(request.collection).allow_key_only:
+        if not settings.collections.get(request.collection).allow_key_only:
             raise MissingSidecar(
                 f"{key}: no sidecar {expected_sidecar_name(key)} next to the raster, and collection "
                 f"{request.collection!r} does not allow rasters without one (allow_key_only)"
             )
     else:
         sidecar_name = sidecar_name or expected_sidecar_name(key)
-        sidecar = parse_sidecar(request.sidecar_text, sidecar_name, settings, request.collection)
+        sidecar = parse_sidecar(request.sidecar_text, sidecar_name, settings.collections, request.collection)
     collection = (sidecar.collection if sidecar else None) or request.collection
     if not collection:
         raise InvalidSidecar(
             f"{key}: no collection: drop rasters into inbox/<collection-id>/, or name the collection in the sidecar"
         )
     check_id(collection, "collection", sidecar_name or key)
-    coll = settings.collection(collection)
+    coll = settings.collections.get(collection)
     cog_key = store_key(coll.store_key, collection=collection, filename=filename, item_id=sidecar.id if sidecar else None)
 
     workdir = Path(workdir)
@@ -134,11 +135,11 @@ def _check_name_length(key: str, filename: str, folders: list) -> None:
             )
 
 
-def _process(request: IngestRequest, settings: Settings, store: Store, workdir: Path,
+def _process(request: IngestRequest, settings: ProcessorSettings, store: Store, workdir: Path,
              on_step: Callable[[str], None], key: str, filename: str, sidecar: Sidecar | None,
              sidecar_name: str | None, collection: str, coll: CollectionSettings, cog_key: str) -> RasterReady:
     on_step("fetch")
-    with fetch_source(request.source.url, workdir, settings, name=key) as local:
+    with fetch_source(request.source.url, workdir, settings.access, name=key) as local:
         on_step("validate")
         validate_input(local, key, coll)
 
@@ -161,7 +162,7 @@ def _process(request: IngestRequest, settings: Settings, store: Store, workdir: 
                     cog_path,
                     resampling=coll.resampling,
                     target_crs=coll.target_crs,
-                    threads=conversion_threads(settings),
+                    threads=conversion_threads(settings.workers),
                     name=key,
                 )
                 check_output(cog_path)

@@ -6,16 +6,16 @@ local store do not import each other; boto3 is imported only by S3 deployments.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 from processor.store import LocalStore, Store
+from stacdrop.config import S3Settings
 from stacdrop.errors import ConfigError
 
 
-def open_store(url: str, settings: Any = None) -> Store:
-    """LocalStore for a plain path or ``file://``, S3Store for ``s3://bucket/prefix``."""
-    public_url = getattr(settings, "public_url", None) if settings is not None else None
+def open_store(url: str, s3: S3Settings | None = None, *, public_url: str | None = None) -> Store:
+    """LocalStore for a plain path or ``file://``, S3Store for ``s3://bucket/prefix`` (reached with ``s3``).
+    ``public_url`` is the asset href template (the ``public_url`` setting)."""
     if "://" not in url:
         return LocalStore(url, public_url=public_url)
     parsed = urlparse(url)
@@ -28,5 +28,5 @@ def open_store(url: str, settings: Any = None) -> Store:
 
         if not parsed.netloc:
             raise ConfigError(f"store {url!r}: no bucket (use s3://bucket/prefix)")
-        return open_s3_store(url, settings)
+        return open_s3_store(url, s3 or S3Settings(), public_url=public_url)
     raise ConfigError(f"store {url!r}: unsupported scheme {parsed.scheme!r} (use a local directory or s3://)")

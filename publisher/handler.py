@@ -13,26 +13,26 @@ from publisher.stage import (
     publish_raster,
     put_prepared,
 )
-from stacdrop.config import Settings
+from stacdrop.config import Collections, StacApiSettings
 from stacdrop.ledger import Job, JobState, Ledger
 from stacdrop.messages import CollectionUpdate, Envelope, RasterReady
 from stacdrop.runtime import BatchStageHandler, StageHandler, StageOutcome, StepRecorder
 
 
-def open_sink(settings: Settings, ledger: Ledger | None = None) -> Sink:
-    """The configured catalog. With ``ledger``, publishers in other processes and hosts that share it take
-    turns on catalog read-modify-writes (see StacApiSink's ``shared_lock``)."""
-    target = settings.stac
+def open_sink(target: str, stac_api: StacApiSettings | None = None, ledger: Ledger | None = None) -> Sink:
+    """The catalog ``target`` (the ``stac`` setting: a folder, or a STAC API reached with ``stac_api``).
+    With ``ledger``, publishers in other processes and hosts that share it take turns on catalog
+    read-modify-writes (see StacApiSink's ``shared_lock``)."""
     if target.startswith("http://") or target.startswith("https://"):
         from publisher.stac_api import StacApiSink  # noqa: PLC0415 - only needed with a STAC API
 
-        return StacApiSink(target, settings, shared_lock=ledger.lock if ledger is not None else None)
+        return StacApiSink(target, stac_api, shared_lock=ledger.lock if ledger is not None else None)
     from publisher.static_catalog import StaticCatalog  # noqa: PLC0415
 
     return StaticCatalog(Path(target.removeprefix("file://")))
 
 
-def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> StageHandler:
+def make_publish_handler(collections: Collections, sink: Sink, ledger: Ledger) -> StageHandler:
     def handle(env: Envelope, job: Job, steps: StepRecorder) -> StageOutcome:
         body = env.parsed()
         if isinstance(body, CollectionUpdate):
@@ -45,7 +45,7 @@ def make_publish_handler(settings: Settings, sink: Sink, ledger: Ledger) -> Stag
         if newer is not None:
             return _superseded(newer)
         steps("publish")
-        return _published(publish_raster(body, settings, sink))
+        return _published(publish_raster(body, collections, sink))
 
     return handle
 
@@ -62,13 +62,13 @@ def _published(result: PublishResult) -> StageOutcome:
     )
 
 
-def make_publish_batch_handler(settings: Settings, sink: Sink, ledger: Ledger) -> BatchStageHandler:
+def make_publish_batch_handler(collections: Collections, sink: Sink, ledger: Ledger) -> BatchStageHandler:
     """Publish several raster-ready messages with one ``sink.put_items`` call per (collection, policy).
 
     Collection messages go through the single handler, before the items (an item may need its collection).
     Every entry gets its own result: an item the catalog rejects fails alone.
     """
-    single = make_publish_handler(settings, sink, ledger)
+    single = make_publish_handler(collections, sink, ledger)
 
     def handle(entries: list[tuple[Envelope, Job, StepRecorder]]) -> list[StageOutcome | Exception]:
         results: list[StageOutcome | Exception | None] = [None] * len(entries)
@@ -84,7 +84,7 @@ def make_publish_batch_handler(settings: Settings, sink: Sink, ledger: Ledger) -
                     results[i] = _superseded(newer[job.id])
                     continue
                 steps("publish")
-                prepared.append((i, prepare_raster(body, settings)))
+                prepared.append((i, prepare_raster(body, collections)))
             except Exception as exc:  # noqa: BLE001 - this entry's own failure
                 results[i] = exc
         stored = put_prepared([p for _, p in prepared], sink)

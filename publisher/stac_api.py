@@ -44,7 +44,7 @@ from publisher.locks import KeyedLocks
 from publisher.sink import DuplicatePolicy, PutOutcome, Sink, check_policy
 from publisher.stac_http import StacHttp, quote_segment, server_message
 from publisher.verify import check_read_back, read_back_difference, verify_batch
-from stacdrop.config import Settings
+from stacdrop.config import StacApiSettings
 from stacdrop.errors import (
     CatalogUnavailable,
     ConfigError,
@@ -62,18 +62,18 @@ log = structlog.get_logger("stacdrop.publisher.stac_api")
 SERVER_RELS = STRUCTURAL_RELS | {RelType.ITEMS, "queryables", "aggregate", "aggregations"}
 
 class StacApiSink(Sink):
-    def __init__(self, url: str, settings: Settings | None = None, *, timeout: float | None = None,
+    def __init__(self, url: str, stac_api: StacApiSettings | None = None, *, timeout: float | None = None,
                  batch_size: int | None = None, verify: bool | None = None, concurrency: int = 2,
                  shared_lock: Callable[[str], AbstractContextManager[None]] | None = None) -> None:
-        settings = settings or Settings()
+        settings = stac_api or StacApiSettings()
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"stac {redact_url(url)!r}: a STAC API URL starts with http:// or https://")
-        self.timeout = timeout if timeout is not None else settings.stac_timeout
+        self.timeout = timeout if timeout is not None else settings.timeout
         self._http = StacHttp(url, settings, timeout=self.timeout)
         self.base = self._http.base
         self.display_url = self._http.display_url
-        self.batch_size = batch_size if batch_size is not None else settings.stac_batch_size
-        self.verify = settings.stac_verify if verify is None else verify
+        self.batch_size = batch_size if batch_size is not None else settings.batch_size
+        self.verify = settings.verify if verify is None else verify
         self.concurrency = max(1, concurrency)
         self._item_locks = KeyedLocks()
         self._collection_locks = KeyedLocks()

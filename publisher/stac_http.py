@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from publisher.errors import CatalogAuthError, CatalogRejected
-from stacdrop.config import Settings
+from stacdrop.config import StacApiSettings
 from stacdrop.errors import CatalogUnavailable, InvalidItem, StacdropError
 from stacdrop.redact import redact_url
 from stacdrop.stac_terms import MediaType, RelType
@@ -78,14 +78,14 @@ class StacHttp:
     timeouts and connection errors to CatalogUnavailable. Thread-safe as ``requests.Session`` is for this use
     (one session shared by the bulk threads)."""
 
-    def __init__(self, url: str, settings: Settings, *, timeout: float) -> None:
+    def __init__(self, url: str, settings: StacApiSettings, *, timeout: float) -> None:
         self.base = url.rstrip("/") + "/"
         self.display_url = redact_url(url)
         self.timeout = timeout
         self._auth: dict[str, str] = {}
-        if settings.stac_token is not None and settings.stac_token.get_secret_value():
-            token = settings.stac_token.get_secret_value().strip()
-            header = settings.stac_auth_header
+        if settings.token is not None and settings.token.get_secret_value():
+            token = settings.token.get_secret_value().strip()
+            header = settings.auth_header
             if header.lower() == "authorization" and " " not in token:
                 token = f"Bearer {token}"
             self._auth = {header: token}

@@ -14,7 +14,7 @@ from publisher.errors import InvalidCollection
 from publisher.extents import item_extent
 from publisher.sink import DuplicatePolicy, Sink
 from publisher.validation import validate_collection, validate_item
-from stacdrop.config import Settings
+from stacdrop.config import Collections
 from stacdrop.errors import UnknownCollection
 from stacdrop.messages import CollectionUpdate, RasterReady
 from stacdrop.stac_terms import STAC_VERSION
@@ -93,19 +93,19 @@ class PreparedItem:
         return PublishResult(collection=self.collection, item_id=self.item["id"], action=action, item=self.item)
 
 
-def prepare_raster(ready: RasterReady, settings: Settings) -> PreparedItem:
+def prepare_raster(ready: RasterReady, collections: Collections) -> PreparedItem:
     """Derive and validate the item of a stored COG."""
     source = ready.source.key or ready.source.url
-    col_settings = settings.collection(ready.collection)
+    col_settings = collections.get(ready.collection)
     item = derive_item(ready, col_settings).item
     validate_item(item, source)
     return PreparedItem(source=source, item=item, policy=col_settings.duplicate_policy,
                         create_if_missing=col_settings.create_if_missing)
 
 
-def publish_raster(ready: RasterReady, settings: Settings, sink: Sink) -> PublishResult:
+def publish_raster(ready: RasterReady, collections: Collections, sink: Sink) -> PublishResult:
     """Derive, validate and store the item of a stored COG."""
-    prepared = prepare_raster(ready, settings)
+    prepared = prepare_raster(ready, collections)
     prepared.ensure_collection(sink)
     return prepared.put(sink)
 

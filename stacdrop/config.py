@@ -67,6 +67,26 @@ class CollectionSettings(BaseModel):
     )
 
 
+class Collections:
+    """The per-collection settings: each ``[collections.<id>]`` table over ``[collection_defaults]``. The
+    stages take this, not the whole Settings: it is all they need to know about other collections."""
+
+    def __init__(self, defaults: CollectionSettings, tables: dict[str, dict[str, Any]]) -> None:
+        self._base = defaults.model_dump(exclude_unset=True)
+        self._tables = tables
+
+    def get(self, collection_id: str) -> CollectionSettings:
+        """The effective settings of one collection. Raises ConfigError naming the table."""
+        try:
+            return CollectionSettings(**{**self._base, **self._tables.get(collection_id, {})})
+        except ValidationError as exc:
+            raise ConfigError(f"collections.{collection_id}: {exc}") from None
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._tables)
+
+
 class Section(BaseModel):
     """A group of settings one component takes: it never sees the others."""
 
@@ -285,14 +305,13 @@ class Settings(BaseModel):
         """A copy with some settings changed (flat names or sections), validated like the original."""
         return Settings(**_merge(self.model_dump(exclude_unset=True), _nest(values)))
 
+    @property
+    def collection_settings(self) -> Collections:
+        return Collections(self.collection_defaults, self.collections)
+
     def collection(self, collection_id: str) -> CollectionSettings:
         """The effective settings of one collection: its own table over the defaults."""
-        override = self.collections.get(collection_id, {})
-        base = self.collection_defaults.model_dump(exclude_unset=True)
-        try:
-            return CollectionSettings(**{**base, **override})
-        except ValidationError as exc:
-            raise ConfigError(f"collections.{collection_id}: {exc}") from None
+        return self.collection_settings.get(collection_id)
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data for the operator: secret settings replaced by '***', URL
@@ -302,15 +321,6 @@ class Settings(BaseModel):
             if data[section].get(name):
                 data[section][name] = MASK
         return redact_setting(data, secrets_of(self))
-
-
-def _flat_property(section: str, name: str) -> property:
-    return property(lambda self: getattr(getattr(self, section), name))
-
-
-for _flat, (_section, _name) in FLAT_NAMES.items():  # TRANSITIONAL: read access by flat name, until every
-    if _flat not in SECTIONS:                         # caller reads its section (issue 12, item 3)
-        setattr(Settings, _flat, _flat_property(_section, _name))
 
 
 SECRET_FIELDS = (("stac_api", "token"), ("s3", "access_key_id"), ("s3", "secret_access_key"), ("api", "token"),
@@ -349,12 +359,13 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         variable = ENV_PREFIX + name.upper()
         if environ.get(variable) is not None:
             values[name] = _env_value(name, variable, environ[variable])
+    tables: dict[str, dict[str, Any]] = {}
     for section, model in SECTIONS.items():
         for field in model.model_fields:
             variable = f"{ENV_PREFIX}{section.upper()}__{field.upper()}"
             if environ.get(variable) is not None:
-                values.setdefault(section, {})[field] = _env_value(field, variable, environ[variable])
-    return _nest(values)
+                tables.setdefault(section, {})[field] = _env_value(field, variable, environ[variable])
+    return _merge(_nest(values), tables)
 
 
 def config_file(explicit: str | os.PathLike[str] | None, environ: dict[str, str]) -> Path | None:

@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING
 from stacdrop.errors import OutsideInbox, NotRegularFile
 
 if TYPE_CHECKING:
-    from stacdrop.config import Settings
+    from stacdrop.config import InboxSettings
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def local_inbox_root(settings: Settings) -> Path | None:
-    """The local inbox folder of these settings (``file://`` accepted); None for an ``s3://`` inbox."""
-    inbox = settings.inbox.path
+def local_inbox_root(inbox_settings: InboxSettings) -> Path | None:
+    """The local inbox folder (``file://`` accepted); None for an ``s3://`` inbox."""
+    inbox = inbox_settings.path
     if inbox.startswith("s3://"):
         return None
     return Path(os.path.abspath(inbox.removeprefix("file://")))

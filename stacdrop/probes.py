@@ -11,25 +11,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stacdrop.config import Settings
+from stacdrop.config import S3Settings
 
 PROBE_TIMEOUT = 5.0
 
 
-def check_store(settings: Settings) -> None:
-    store = settings.store
+def check_store(store: str, s3: S3Settings) -> None:
+    """The COG store ``store`` (the ``store`` setting) answers; S3 is reached with ``s3``."""
     if store.startswith("s3://"):
         from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
         bucket, _ = parse_s3_url(store)
-        s3_client(settings, connect_timeout=PROBE_TIMEOUT, read_timeout=PROBE_TIMEOUT,
+        s3_client(s3, connect_timeout=PROBE_TIMEOUT, read_timeout=PROBE_TIMEOUT,
                   retries={"max_attempts": 1}).head_bucket(Bucket=bucket)
         return
     _check_dir(Path(store.removeprefix("file://")))
 
 
-def check_stac(settings: Settings) -> None:
-    target = settings.stac
+def check_stac(target: str) -> None:
+    """The catalog ``target`` (the ``stac`` setting) answers: a STAC API's landing page, or the folder."""
     if target.startswith(("http://", "https://")):
         import requests  # noqa: PLC0415
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stacdrop.config import BusSettings
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class RetryPolicy:
         return transient and failed_attempts <= self.max_retries
 
     @classmethod
-    def from_settings(cls, settings) -> "RetryPolicy":  # noqa: ANN001 - avoids an import cycle
-        return cls(max_retries=settings.max_retries, base=settings.retry_base, maximum=settings.retry_max,
-                   outage_patience=settings.source_outage_patience)
+    def from_bus(cls, bus: BusSettings) -> RetryPolicy:
+        """The policy of the ``[bus]`` settings (max_retries, retry_base, retry_max, source_outage_patience)."""
+        return cls(max_retries=bus.max_retries, base=bus.retry_base, maximum=bus.retry_max,
+                   outage_patience=bus.source_outage_patience)

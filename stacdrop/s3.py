@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from stacdrop.config import Settings
+from stacdrop.config import S3Settings
 from stacdrop.errors import MissingCredentials
 
 
@@ -49,9 +49,9 @@ MISSING_CREDENTIALS = (
 )
 
 
-def s3_credentials(settings: Settings) -> dict[str, Any]:
+def s3_credentials(s3: S3Settings) -> dict[str, Any]:
     """The configured key pair as boto3 keyword arguments; {} to use the (metadata-free) AWS chain."""
-    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    key_id, secret = s3.access_key_id, s3.secret_access_key
     if bool(key_id) != bool(secret):
         missing = "aws_secret_access_key (STACDROP_AWS_SECRET_ACCESS_KEY or ARBUTUS_OBJECT_ACCESS_KEY)" if key_id \
             else "aws_access_key_id (STACDROP_AWS_ACCESS_KEY_ID or ARBUTUS_OBJECT_ACCESS_ID)"
@@ -61,13 +61,13 @@ def s3_credentials(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def _session(settings: Settings) -> Any:
+def _session(s3: S3Settings) -> Any:
     """A boto3 session whose credential chain asks no metadata service; MissingCredentials if it finds none."""
     import boto3  # noqa: PLC0415 - only S3 deployments pay for the import
     from botocore.exceptions import BotoCoreError  # noqa: PLC0415
 
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    session = boto3.session.Session(**s3_credentials(settings))
+    session = boto3.session.Session(**s3_credentials(s3))
     resolver = session._session.get_component("credential_provider")  # noqa: SLF001 - boto3 exposes no other way
     for name in METADATA_PROVIDERS:
         resolver.remove(name)  # silent when absent
@@ -80,27 +80,27 @@ def _session(settings: Settings) -> Any:
     return session
 
 
-def s3_client(settings: Settings, **config: Any) -> Any:
+def s3_client(s3: S3Settings, **config: Any) -> Any:
     """A boto3 S3 client for the configured endpoint and credentials. Raises MissingCredentials (a
     permanent ConfigError naming the settings) when there are none; never asks a metadata service."""
     from botocore.config import Config  # noqa: PLC0415
 
-    return _session(settings).client(
+    return _session(s3).client(
         "s3",
-        endpoint_url=settings.aws_endpoint_url or None,
+        endpoint_url=s3.endpoint_url or None,
         config=Config(**{"retries": {"max_attempts": 5, "mode": "standard"}, **config}),  # callers may set retries
     )
 
 
 @contextlib.contextmanager
-def rasterio_env(settings: Settings) -> Iterator[None]:
+def rasterio_env(s3: S3Settings) -> Iterator[None]:
     """A rasterio/GDAL environment that can open ``s3://`` hrefs on the configured endpoint."""
     import rasterio  # noqa: PLC0415
     from rasterio.session import AWSSession  # noqa: PLC0415
 
-    creds = s3_credentials(settings)
+    creds = s3_credentials(s3)
     options: dict[str, Any] = {}
-    endpoint = settings.aws_endpoint_url
+    endpoint = s3.endpoint_url
     if endpoint:
         parts = urlsplit(endpoint)
         options["AWS_HTTPS"] = "NO" if parts.scheme == "http" else "YES"

@@ -37,7 +37,7 @@ from stacdrop.errors import InvalidSidecar
 from stacdrop.times import format_time, parse_time
 
 if TYPE_CHECKING:
-    from stacdrop.config import Settings
+    from stacdrop.config import Collections
 
 # Characters that stac-fastapi-pgstac rejects in ids (it answers 400), and that break paths and URLs.
 FORBIDDEN_ID_CHARS = set(":/?#[]@!$&'()*+,;=")
@@ -208,27 +208,27 @@ def check_json_values(data: Any, source: str) -> None:
 # -- fields -------------------------------------------------------------------------------------------
 
 
-def extra_fields_policy(data: dict[str, Any], settings: Settings | None, collection: str) -> str:
+def extra_fields_policy(data: dict[str, Any], collections: Collections | None, collection: str) -> str:
     """``reject`` or ``properties``: the setting of the collection the sidecar names, else of ``collection``."""
-    if settings is None:
+    if collections is None:
         return "reject"
     named = data.get("collection", data.get("collection_id"))
     target = named if isinstance(named, str) and named else collection
-    return settings.collection(target).sidecar_extra_fields
+    return collections.get(target).sidecar_extra_fields
 
 
-def sidecar_from_dict(data: Any, source: str, settings: Settings | None = None, collection: str = "") -> Sidecar:
-    """Validate and normalise sidecar fields (also used for HTTP submissions). ``settings`` and
-    ``collection`` (the inbox folder's) choose the unknown-field policy; without settings they are refused."""
+def sidecar_from_dict(data: Any, source: str, collections: Collections | None = None, collection: str = "") -> Sidecar:
+    """Validate and normalise sidecar fields (also used for HTTP submissions). ``collections`` and
+    ``collection`` (the inbox folder's) choose the unknown-field policy; without them they are refused."""
     if not isinstance(data, dict):
         raise InvalidSidecar(f"{source}: the sidecar must be a JSON object, got {type(data).__name__}")
     check_json_values(data, source)
-    return _sidecar_from_checked(data, source, settings, collection)
+    return _sidecar_from_checked(data, source, collections, collection)
 
 
-def _sidecar_from_checked(data: dict[str, Any], source: str, settings: Settings | None, collection: str) -> Sidecar:
+def _sidecar_from_checked(data: dict[str, Any], source: str, collections: Collections | None, collection: str) -> Sidecar:
     unknown = [name for name in data if ALIASES.get(name, name) not in KNOWN_FIELDS and name not in IGNORED_FIELDS]
-    keep_unknown = bool(unknown) and extra_fields_policy(data, settings, collection) == "properties"
+    keep_unknown = bool(unknown) and extra_fields_policy(data, collections, collection) == "properties"
     if unknown and not keep_unknown:
         names = ", ".join(shown(n, 40) for n in unknown[:10])
         if len(unknown) > 10:
@@ -281,12 +281,12 @@ def _sidecar_from_checked(data: dict[str, Any], source: str, settings: Settings 
     return Sidecar(**fields)
 
 
-def parse_sidecar(raw: str | bytes, source: str, settings: Settings | None = None, collection: str = "") -> Sidecar:
+def parse_sidecar(raw: str | bytes, source: str, collections: Collections | None = None, collection: str = "") -> Sidecar:
     """Parse sidecar JSON text or bytes; errors name ``source`` (the file) and the reason."""
     data = load_json(raw, source)
     if not isinstance(data, dict):
         raise InvalidSidecar(f"{source}: the sidecar must be a JSON object, got {type(data).__name__}")
-    return _sidecar_from_checked(data, source, settings, collection)
+    return _sidecar_from_checked(data, source, collections, collection)
 
 
 # -- what the intake carries --------------------------------------------------------------------------
@@ -322,15 +322,16 @@ def too_large(name: str, size: int, limit: int) -> InvalidSidecar:
                           "raise the setting if such sidecars are expected")
 
 
-def sidecar_document(data: bytes, name: str, settings: Settings | None, collection: str) -> SidecarDocument:
-    """Judge a sidecar file's bytes (at most ``max_sidecar_bytes`` + 1 of them, see ``read_limited``)."""
+def sidecar_document(data: bytes, name: str, collections: Collections | None, collection: str, *,
+                     limit: int | None) -> SidecarDocument:
+    """Judge a sidecar file's bytes (at most ``limit`` (``max_sidecar_bytes``) + 1 of them, see
+    ``read_limited``)."""
     sha = hashlib.sha256(data).hexdigest()
-    limit = settings.max_sidecar_bytes if settings is not None else None
     if limit is not None and len(data) > limit:
         return SidecarDocument.refused(name, too_large(name, len(data), limit), size=len(data), sha256=sha)
     try:
         text = decode_text(data, name)
-        parse_sidecar(text, name, settings, collection)
+        parse_sidecar(text, name, collections, collection)
     except InvalidSidecar as exc:
         return SidecarDocument.refused(name, exc, size=len(data), sha256=sha)
     return SidecarDocument(name=name, size=len(data), sha256=sha, text=text)

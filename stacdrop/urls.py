@@ -17,7 +17,7 @@ beaten by a DNS server that answers differently the second time (DNS rebinding).
 3. **At every hop.** ``open_source_url`` follows redirects itself, at most ``MAX_REDIRECTS``, each hop through
    1 and 2. The API's HEAD (stacdrop/app/api/submit.py) and the processor's GET (processor/fetch.py) both use it.
 
-The policy (``settings.allowed_hosts``):
+The policy (the ``allowed_hosts`` setting, ``[limits]``):
 - schemes http, https and s3 only, at every hop; a redirect to s3:// is not followed;
 - an empty list: any host whose every address is public. Loopback, link-local (169.254/16, fe80::/10, where
   cloud metadata services live), unspecified, private (10/8, 172.16/12, 192.168/16, fc00::/7), shared
@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -225,9 +225,9 @@ def parse_allowed_host(entry: str) -> AllowedHost:
     return AllowedHost(host=_host_key(source.host), port=parsed.port)
 
 
-def _allowed_hosts(settings: Any) -> list[AllowedHost]:
+def _allowed_hosts(entries: Sequence[str]) -> list[AllowedHost]:
     try:
-        return [parse_allowed_host(entry) for entry in getattr(settings, "allowed_hosts", None) or []]
+        return [parse_allowed_host(entry) for entry in entries]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -274,13 +274,14 @@ def _resolve(source: SourceURL) -> tuple[str, ...]:
     return tuple(addresses)
 
 
-def check_source_url(url: str, settings: Any) -> CheckedURL:
-    """The policy on one URL (one hop): parsed once, allowed_hosts, every resolved address checked. Returns
-    what may be requested and the addresses to connect to; raises ``UnsafeURL`` (permanent)."""
+def check_source_url(url: str, allowed_hosts: Sequence[str] = ()) -> CheckedURL:
+    """The policy on one URL (one hop): parsed once, ``allowed_hosts`` (the setting's entries), every
+    resolved address checked. Returns what may be requested and the addresses to connect to; raises
+    ``UnsafeURL`` (permanent)."""
     source = parse_source_url(url)
     if source.scheme == "s3":
         return CheckedURL(url=source.url, scheme=source.scheme, host=source.host, port=source.port)
-    allowed = _allowed_hosts(settings)
+    allowed = _allowed_hosts(allowed_hosts)
     listed = any(entry.matches(source) for entry in allowed)
     if allowed and not listed:
         key = _host_key(source.host)
@@ -367,7 +368,7 @@ def _location(response: requests.Response) -> str:
 
 
 @contextmanager
-def open_source_url(url: str, settings: Any, method: str = "GET", *, timeout: Any,
+def open_source_url(url: str, allowed_hosts: Sequence[str], method: str = "GET", *, timeout: Any,
                     stream: bool = False) -> Iterator[requests.Response]:
     """Request an http(s) ``url``, following redirects by hand, every hop checked (``check_source_url``)
     and its connection pinned to a checked address (``PinnedAdapter``). Yields the first answer that is not
@@ -379,7 +380,7 @@ def open_source_url(url: str, settings: Any, method: str = "GET", *, timeout: An
         target = url
         for hop in range(MAX_REDIRECTS + 1):
             try:
-                checked = check_source_url(target, settings)
+                checked = check_source_url(target, allowed_hosts)
                 if checked.scheme not in DEFAULT_PORTS:
                     raise UnsafeURL(f"{checked.shown}: {checked.scheme}:// is not fetched over HTTP")
             except UnsafeURL as exc:

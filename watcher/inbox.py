@@ -5,13 +5,13 @@
 1. starts a recursive watchdog observer first, then scans the tree for work that arrived while stopped
    (start-up scan: ``Priority.BACKFILL``; anything seen while running: ``Priority.LIVE``);
 2. counts a file only once fully written: at once on close-after-write, otherwise once its size and
-   mtime held still for ``settings.settle_time`` (created/modified/moved-in/scanned files);
+   mtime held still for ``settle_time`` (created/modified/moved-in/scanned files);
 3. pairs rasters with sidecars (``watcher.pairing.Pairer``) and hands each pair to one worker thread
    (``watcher.submission.SubmissionWorker``, the S3 inbox's loop too), which reads and submits it
    through ``watcher.inboxfiles.InboxFiles``: skipped when its stat fingerprint is the one the intake
    remembers (restarts stay cheap), otherwise the raster is hashed (sha256, streamed) and
    ``intake.submit_raster`` called;
-4. rescans the whole tree every ``settings.rescan_interval`` seconds (0 = off) to catch missed events;
+4. rescans the whole tree every ``rescan_interval`` seconds (0 = off) to catch missed events;
    a submission that fails (broker or ledger down) is retried with backoff until it goes through;
 5. never dies because of one file: errors are logged with the file and the loop goes on.
 
@@ -51,7 +51,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from stacdrop.config import Settings
+from watcher.settings import WatcherSettings
 from stacdrop.containment import check_inside
 from stacdrop.errors import OutsideInbox
 from stacdrop.messages import Priority
@@ -103,7 +103,7 @@ class _Handler(FileSystemEventHandler):
 
 class LocalInbox:
     def __init__(
-        self, root: str | os.PathLike[str], settings: Settings, intake: Intake,
+        self, root: str | os.PathLike[str], settings: WatcherSettings, intake: Intake,
         *, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = Path(os.path.abspath(root))
@@ -112,7 +112,7 @@ class LocalInbox:
         self.clock = clock
         self._events: queue.Queue[Any] = queue.Queue()
         self._work: queue.Queue[tuple[Action, int] | None] = queue.Queue()
-        self._pairer = Pairer(settings.sidecar_wait)
+        self._pairer = Pairer(settings.inbox.sidecar_wait)
         self._settling: dict[str, _Settling] = {}
         self._known: dict[str, Stat] = {}  # files declared ready, with their stat at that time
         self._priority: dict[str, int] = {}  # how each known file was found
@@ -139,7 +139,7 @@ class LocalInbox:
         log.info("inbox watching", inbox=str(self.root))
         try:
             self._guard("start-up scan", None, self._rescan, Priority.BACKFILL)
-            interval = float(self.settings.rescan_interval)
+            interval = float(self.settings.inbox.rescan_interval)
             next_rescan = self.clock() + interval if interval > 0 else None
             while not stop.is_set():
                 self._drain_events(TICK)
@@ -258,7 +258,7 @@ class LocalInbox:
         self._ready(rel, stat, Priority.LIVE, now)
 
     def _check_settling(self, now: float) -> None:
-        settle = float(self.settings.settle_time)
+        settle = float(self.settings.inbox.settle_time)
         for rel, settling in list(self._settling.items()):
             if now - settling.since < settle:
                 continue

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from stacdrop.config import Settings
+from watcher.settings import WatcherSettings
 from stacdrop.containment import open_inbox_file, read_limited
 from stacdrop.errors import NotRegularFile, OutsideInbox
 from stacdrop.messages import Refusal, Source
@@ -51,7 +51,7 @@ Stat = tuple[int, int]  # size, mtime_ns
 class InboxFiles:
     """The worker thread's view of the inbox folder ``root``."""
 
-    def __init__(self, root: Path, settings: Settings, intake: Intake, stop: Callable[[], threading.Event],
+    def __init__(self, root: Path, settings: WatcherSettings, intake: Intake, stop: Callable[[], threading.Event],
                  changed: Callable[[str], None]) -> None:
         self.root = root
         self.settings = settings
@@ -87,7 +87,7 @@ class InboxFiles:
             return SidecarDocument.refused(rel, exc)
         try:
             size = os.fstat(fd).st_size
-            limit = int(self.settings.max_sidecar_bytes)
+            limit = int(self.settings.limits.max_sidecar_bytes)
             data = read_limited(fd, limit) if size <= limit else None  # larger: not read at all
         finally:
             os.close(fd)

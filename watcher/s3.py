@@ -41,7 +41,7 @@ from typing import Any
 
 import structlog
 
-from stacdrop.config import Settings
+from watcher.settings import WatcherSettings
 from stacdrop.messages import Priority, Source
 from stacdrop.s3 import s3_client
 from stacdrop.sidecar import SidecarDocument
@@ -84,14 +84,14 @@ class _Done:
 
 
 class S3Inbox:
-    def __init__(self, url: str, settings: Settings, intake: ListingIntake, *, client: Any = None,
+    def __init__(self, url: str, settings: WatcherSettings, intake: ListingIntake, *, client: Any = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.settings = settings
         self.intake = intake
         self.clock = clock
         self._stop = threading.Event()
-        self.store = S3Bucket(url, client or s3_client(settings), lambda: self._stop)
+        self.store = S3Bucket(url, client or s3_client(settings.s3), lambda: self._stop)
         self.bucket, self.prefix, self.ns = self.store.bucket, self.store.prefix, self.store.ns
         self._events: queue.Queue[Any] = queue.Queue()  # to the main loop
         self.feeds = EventFeeds(settings, self.store, self._events.put, lambda: self._stop)
@@ -103,7 +103,7 @@ class S3Inbox:
             gone_message="s3 object gone before submission", failed_message="s3 inbox submission failed; retrying",
             logger=log,
         )
-        self._pairer = Pairer(settings.sidecar_wait)
+        self._pairer = Pairer(settings.inbox.sidecar_wait)
         self._info: dict[str, Obj] = {}  # objects the pairer tracks
         self._priority: dict[str, int] = {}
         self._waiters: dict[str, list[Delivery]] = {}
@@ -124,7 +124,7 @@ class S3Inbox:
         for thread in threads:
             thread.start()
         log.info("s3 inbox watching", inbox=self.url, amqp=bool(self.amqp_url), sqs=bool(self.sqs_url),
-                 reconcile_interval=self.settings.reconcile_interval)
+                 reconcile_interval=self.settings.s3.reconcile_interval)
         try:
             while not stop.is_set():
                 self._drain(TICK)
@@ -238,7 +238,7 @@ class S3Inbox:
     # ------------------------------------------------------------------ reconciler
 
     def _reconciler(self) -> None:
-        interval = float(self.settings.reconcile_interval)
+        interval = float(self.settings.s3.reconcile_interval)
         priority = Priority.BACKFILL
         while not self._stop.is_set():
             started = time.monotonic()
@@ -298,7 +298,7 @@ class S3Inbox:
         collection = collection_of(raster.rel) or ""
         document: SidecarDocument | None = None
         if sidecar is not None:
-            limit = int(self.settings.max_sidecar_bytes)
+            limit = int(self.settings.limits.max_sidecar_bytes)
             try:
                 data, sidecar = self.store.get(sidecar.rel, limit)
             except Exception as exc:

@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from stacdrop.config import Settings
+from watcher.settings import WatcherSettings
 from stacdrop.messages import Priority
 from stacdrop.s3 import s3_credentials
 from watcher.s3bucket import S3Bucket
@@ -99,12 +99,12 @@ class LRU(OrderedDict):
             self.popitem(last=False)
 
 
-def amqp_url_of(settings: Settings) -> str | None:
+def amqp_url_of(settings: WatcherSettings) -> str | None:
     """The broker the bucket notifications come from: ``s3_events_amqp``, by default the bus's broker
     when it is AMQP; ``off`` (or empty) for none."""
-    value = settings.s3_events_amqp
+    value = settings.s3.events_amqp
     if value is None:
-        return settings.broker if settings.broker.startswith("amqp") else None
+        return settings.bus.url if settings.bus.url.startswith("amqp") else None
     if value.strip().lower() in ("", "off", "none", "false", "0"):
         return None
     return value
@@ -113,14 +113,14 @@ def amqp_url_of(settings: Settings) -> str | None:
 class EventFeeds:
     """The consumers and the resolver; ``post`` hands ``Observed``/``Gone`` items to the main loop."""
 
-    def __init__(self, settings: Settings, bucket: S3Bucket, post: Callable[[Observed | Gone], None],
+    def __init__(self, settings: WatcherSettings, bucket: S3Bucket, post: Callable[[Observed | Gone], None],
                  stop: Callable[[], threading.Event]) -> None:
         self.settings = settings
         self.bucket = bucket
         self.post = post
         self.stop = stop  # read at each use: the inbox gets its stop event only in run()
         self.amqp_url = amqp_url_of(settings)
-        self.sqs_url = settings.s3_events_sqs or None
+        self.sqs_url = settings.s3.events_sqs or None
         self._inbound: queue.Queue[tuple[bytes, Delivery]] = queue.Queue()  # consumers -> resolver
         self._sequencers: LRU = LRU(LRU_SIZE)  # resolver only: key -> newest sequencer seen
 
@@ -140,8 +140,8 @@ class EventFeeds:
 
         stop = self.stop()
         acks: queue.Queue[tuple[int, int]] = queue.Queue()
-        exchange = self.settings.s3_events_exchange
-        queue_name = self.settings.s3_events_queue or f"{self.settings.queue_prefix}.s3-events"
+        exchange = self.settings.s3.events_exchange
+        queue_name = self.settings.s3.events_queue or f"{self.settings.bus.queue_prefix}.s3-events"
         generation = 0
         delay = 1.0
         while not stop.is_set():
@@ -153,13 +153,13 @@ class EventFeeds:
                 conn = pika.BlockingConnection(params)
                 ch = conn.channel()
                 try:
-                    ch.exchange_declare(exchange, self.settings.s3_events_exchange_type, durable=True)
+                    ch.exchange_declare(exchange, self.settings.s3.events_exchange_type, durable=True)
                 except pika.exceptions.ChannelClosedByBroker as exc:
                     if exc.reply_code != 406:
                         raise
                     ch = conn.channel()  # it exists with another type: use it as it is
                 ch.queue_declare(queue_name, durable=True)
-                ch.queue_bind(queue_name, exchange, routing_key=self.settings.s3_events_routing_key)
+                ch.queue_bind(queue_name, exchange, routing_key=self.settings.s3.events_routing_key)
                 ch.basic_qos(prefetch_count=AMQP_PREFETCH)
                 log.info("s3 events: consuming", exchange=exchange, queue=queue_name)
                 delay = 1.0
@@ -197,14 +197,14 @@ class EventFeeds:
     def _sqs_client(self) -> Any:
         import boto3  # noqa: PLC0415
 
-        session = boto3.session.Session(**s3_credentials(self.settings))
+        session = boto3.session.Session(**s3_credentials(self.settings.s3))
         region = session.region_name or "us-east-1"
-        return session.client("sqs", endpoint_url=self.settings.aws_endpoint_url or None, region_name=region)
+        return session.client("sqs", endpoint_url=self.settings.s3.endpoint_url or None, region_name=region)
 
     def sqs_consumer(self) -> None:
         stop = self.stop()
         acks: queue.Queue[str] = queue.Queue()
-        visibility = int(max(300, self.settings.sidecar_wait * 4))
+        visibility = int(max(300, self.settings.inbox.sidecar_wait * 4))
         delay = 1.0
         client = None
         def flush() -> None:

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from stacdrop.config import Settings
+from watcher.settings import WatcherSettings
 from stacdrop.messages import Refusal, Source
 from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
 from watcher.pairing import Action, EmitRaster
@@ -128,12 +128,12 @@ class SubmissionWorker(Generic[Work]):
                 delay = min(delay * 2, 60.0)
 
 
-def judge_sidecar(data: bytes | None, name: str, size: int, settings: Settings, collection: str) -> SidecarDocument:
+def judge_sidecar(data: bytes | None, name: str, size: int, settings: WatcherSettings, collection: str) -> SidecarDocument:
     """A sidecar's bytes judged by the one sidecar parser; ``data`` None: not read, larger than
     ``max_sidecar_bytes`` (the document carries only its size and why)."""
     if data is None:
-        return SidecarDocument.refused(name, too_large(name, size, int(settings.max_sidecar_bytes)), size=size)
-    return sidecar_document(data, name, settings, collection)
+        return SidecarDocument.refused(name, too_large(name, size, int(settings.limits.max_sidecar_bytes)), size=size)
+    return sidecar_document(data, name, settings.collections, collection, limit=settings.limits.max_sidecar_bytes)
 
 
 def collection_text(data: bytes, rel: str, logger: Any = log) -> str:

@@ -130,9 +130,9 @@ class _Target:
 def _target(settings: Settings, database: str | None = None) -> _Target:
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
-    if settings.catalog_dsn is None:
+    if settings.backup.catalog_dsn is None:
         raise BackupError("catalog_dsn is not set (STACDROP_CATALOG_DSN): the pgstac database to back up or restore")
-    dsn = settings.catalog_dsn.get_secret_value()
+    dsn = settings.backup.catalog_dsn.get_secret_value()
     # SQLAlchemy spelling (postgresql+psycopg://) is accepted: the ledger setting uses it
     dsn = re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", dsn)
     try:
@@ -187,13 +187,13 @@ def _s3_parts(settings: Settings, dest: str) -> tuple[Any, str, str]:
 
     bucket, prefix = parse_s3_url(dest)
     prefix = prefix.strip("/")
-    return s3_client(settings), bucket, (prefix + "/" if prefix else "")
+    return s3_client(settings.s3), bucket, (prefix + "/" if prefix else "")
 
 
 def list_archives(settings: Settings, dest: str | None = None, database: str | None = None) -> list[Archive]:
-    """Archives in the destination (default ``settings.backup_dir``), oldest first; only names matching
+    """Archives in the destination (default ``settings.backup.dir``), oldest first; only names matching
     ``<database>-<YYYYmmddTHHMMSSZ>.dump`` (of ``database`` when given)."""
-    dest = dest or settings.backup_dir
+    dest = dest or settings.backup.dir
     found: list[Archive] = []
     if _is_s3(dest):
         client, bucket, prefix = _s3_parts(settings, dest)
@@ -225,7 +225,7 @@ def _delete(settings: Settings, archive: Archive) -> None:
         from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
         bucket, key = parse_s3_url(archive.location)
-        s3_client(settings).delete_object(Bucket=bucket, Key=key)
+        s3_client(settings.s3).delete_object(Bucket=bucket, Key=key)
     else:
         Path(archive.location).unlink(missing_ok=True)
 
@@ -247,12 +247,12 @@ def prune(settings: Settings, database: str, keep: int, dest: str | None = None)
 # -- backup ---------------------------------------------------------------------------------------------
 def backup(settings: Settings, dest: str | None = None, keep: int | None = None,
            now: datetime | None = None) -> BackupResult:
-    """Dump the catalog database into ``dest`` (default ``settings.backup_dir``), then keep the newest
-    ``keep`` (default ``settings.backup_keep``) archives of it. ``now`` names the archive (tests)."""
+    """Dump the catalog database into ``dest`` (default ``settings.backup.dir``), then keep the newest
+    ``keep`` (default ``settings.backup.keep``) archives of it. ``now`` names the archive (tests)."""
     started = time.monotonic()
     target = _target(settings)
-    dest = dest or settings.backup_dir
-    keep = settings.backup_keep if keep is None else keep
+    dest = dest or settings.backup.dir
+    keep = settings.backup.keep if keep is None else keep
     if keep < 1:
         raise BackupError(f"keep must be at least 1 (got {keep})")
     name = f"{target.database}-{_stamp(now)}.dump"
@@ -309,7 +309,7 @@ def _local_archive(settings: Settings, archive: str) -> Iterator[Path]:
     if not _is_s3(archive):
         if "/" in archive or not ARCHIVE_RE.match(archive):
             raise BackupError(f"archive {archive}: no such file")
-        base = settings.backup_dir
+        base = settings.backup.dir
         if not _is_s3(base):
             path = Path(base) / archive
             if not path.is_file():
@@ -323,7 +323,7 @@ def _local_archive(settings: Settings, archive: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="stacdrop-restore-") as tmp:
         local = Path(tmp) / (key.rsplit("/", 1)[-1] or "archive.dump")
         try:
-            s3_client(settings).download_file(bucket, key, str(local))
+            s3_client(settings.s3).download_file(bucket, key, str(local))
         except Exception as exc:  # noqa: BLE001
             raise BackupError(f"archive {archive}: download failed: {exc}") from None
         yield local

@@ -13,15 +13,17 @@ from stacdrop.ledger import Ledger
 from stacdrop.redact import secrets_of
 
 if TYPE_CHECKING:
-    from processor import Store
+    from processor import ProcessorSettings, Store
     from publisher import Sink
+    from watcher import WatcherSettings
 
 
 def open_bus(settings: Settings) -> Bus:
     """RabbitMQ for ``amqp://`` brokers (queues under ``queue_prefix``), else the embedded SQLite bus."""
-    if settings.broker.startswith("amqp"):
-        return _open_bus(settings.broker, prefix=settings.queue_prefix)
-    return _open_bus(settings.broker, lease_seconds=settings.lease_seconds)
+    bus = settings.bus
+    if bus.url.startswith("amqp"):
+        return _open_bus(bus.url, prefix=bus.queue_prefix)
+    return _open_bus(bus.url, lease_seconds=bus.lease_seconds)
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -35,11 +37,32 @@ def open_store(settings: Settings) -> Store:
     # too, and loading every stage (rasterio, pystac, ...) would add ~0.6 s to each of them.
     from processor import open_store as _open_store  # noqa: PLC0415
 
-    return _open_store(settings.store, settings)
+    return _open_store(settings.store, settings.s3, public_url=settings.public_url)
 
 
 def open_sink(settings: Settings, ledger: Ledger | None = None) -> Sink:
     """The STAC sink: the static catalog on disk, or a STAC API (``settings.stac``)."""
     from publisher import open_sink as _open_sink  # noqa: PLC0415 - see open_store
 
-    return _open_sink(settings, ledger)
+    return _open_sink(settings.stac, settings.stac_api, ledger)
+
+
+# -- what each stage is told: its sections of the settings, never the whole Settings ----------------------
+
+
+def processor_settings(settings: Settings) -> ProcessorSettings:
+    from processor import ProcessorSettings, SourceAccess  # noqa: PLC0415 - see open_store
+
+    return ProcessorSettings(
+        collections=settings.collection_settings,
+        access=SourceAccess(limits=settings.limits, s3=settings.s3, inbox=settings.inbox),
+        workers=settings.bus.workers,
+        claim_stale_after=settings.bus.claim_stale_after,
+    )
+
+
+def watcher_settings(settings: Settings) -> WatcherSettings:
+    from watcher import WatcherSettings  # noqa: PLC0415 - see open_store
+
+    return WatcherSettings(inbox=settings.inbox, limits=settings.limits, collections=settings.collection_settings,
+                           s3=settings.s3, bus=settings.bus)

@@ -47,7 +47,7 @@ class Daemon:
         self.stop = threading.Event()
         self.bus = components.open_bus(settings)
         self.ledger = components.open_ledger(settings)
-        self.policy = RetryPolicy.from_settings(settings)
+        self.policy = RetryPolicy.from_bus(settings.bus)
         self.threads: list[threading.Thread] = []
         self.children: list[multiprocessing.process.BaseProcess] = []
 
@@ -59,25 +59,26 @@ class Daemon:
             log.warning("re-enqueued jobs interrupted before reaching the bus", count=recovered)
         inbox = self.settings.inbox.path
         if inbox.startswith("s3://"):
-            S3Inbox(inbox, self.settings, intake).run(self.stop)
+            S3Inbox(inbox, components.watcher_settings(self.settings), intake).run(self.stop)
             return
         root = Path(inbox.removeprefix("file://"))
         root.mkdir(parents=True, exist_ok=True)
-        LocalInbox(root, self.settings, intake).run(self.stop)
+        LocalInbox(root, components.watcher_settings(self.settings), intake).run(self.stop)
 
     def _process(self) -> None:
         store = components.open_store(self.settings)
-        handler = make_process_handler(self.settings, store, workdir_for(self.settings), self.ledger)
+        handler = make_process_handler(components.processor_settings(self.settings), store,
+                                       workdir_for(self.settings), self.ledger)
         StageRunner("process", handler, bus=self.bus, ledger=self.ledger, policy=self.policy,
-                    probes={"store": lambda: check_store(self.settings)}).run(self.stop)
+                    probes={"store": lambda: check_store(self.settings.store, self.settings.s3)}).run(self.stop)
 
     def _publish(self) -> None:
         sink = components.open_sink(self.settings, self.ledger)
         StageRunner(
-            "publish", make_publish_handler(self.settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
-            policy=self.policy, batch_handler=make_publish_batch_handler(self.settings, sink, self.ledger),
-            batch_size=self.settings.stac_batch_size, batch_window=self.settings.publish_batch_window,
-            probes={"stac_api": lambda: check_stac(self.settings)},
+            "publish", make_publish_handler(self.settings.collection_settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
+            policy=self.policy, batch_handler=make_publish_batch_handler(self.settings.collection_settings, sink, self.ledger),
+            batch_size=self.settings.stac_api.batch_size, batch_window=self.settings.stac_api.publish_batch_window,
+            probes={"stac_api": lambda: check_stac(self.settings.stac)},
         ).run(self.stop)
 
     def _supervise(self, name: str, target: Callable[[], None]) -> None:

@@ -29,7 +29,7 @@ def explain_file(path: str, settings: Settings) -> DerivedItem:
     sidecar_name = None
     if sidecar_path.exists():
         sidecar_name = inbox_key(sidecar_path, Path(settings.inbox.path))
-        sidecar = parse_sidecar(sidecar_path.read_bytes(), sidecar_name, settings, collection)
+        sidecar = parse_sidecar(sidecar_path.read_bytes(), sidecar_name, settings.collection_settings, collection)
         collection = sidecar.collection or collection
     size = file.stat().st_size
     ready = RasterReady(
@@ -56,7 +56,7 @@ def explain_key(key: str, collection: str, settings: Settings, sidecar_text: str
     that produced it. Raster-derived fields are listed under ``needs_raster``. Raises the derivation's
     errors (InvalidItem, InvalidSidecar, ConfigError) naming the key."""
     source_key = f"{collection}/{key.lstrip('/')}"
-    sidecar = parse_sidecar(sidecar_text, "sidecar", settings, collection) if sidecar_text else None
+    sidecar = parse_sidecar(sidecar_text, "sidecar", settings.collection_settings, collection) if sidecar_text else None
     collection = (sidecar.collection if sidecar else None) or collection
     col_settings = settings.collection(collection)
     # No raster_tags: the part of the derivation that needs no raster, and a datetime only the tags could

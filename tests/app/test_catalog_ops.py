@@ -32,7 +32,7 @@ def settings(tmp_path: Path) -> Settings:
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path(settings.inbox.path).parent), "PYTHONPATH": str(ROOT),
            "STACDROP_INBOX": settings.inbox.path, "STACDROP_STORE": settings.store, "STACDROP_STAC": settings.stac,
-           "STACDROP_LEDGER": settings.ledger, "STACDROP_BROKER": settings.broker}
+           "STACDROP_LEDGER": settings.ledger, "STACDROP_BROKER": settings.bus.url}
     return subprocess.run([sys.executable, "-m", "stacdrop.app.cli", *args], env=env, capture_output=True, text=True,
                           timeout=60, cwd=Path(settings.inbox.path).parent)
 

@@ -364,7 +364,7 @@ def test_config_masks_secrets(tmp_path: Path, env: dict[str, str]) -> None:
     out = cli(env, "config").stdout
     assert "s3cr3t" not in out and "pw123" not in out
     data = json.loads(out)
-    assert data["stac_token"] == "***" and data["broker"] == "amqp://user:***@host:5672/v"
+    assert data["stac_api"]["token"] == "***" and data["bus"]["url"] == "amqp://user:***@host:5672/v"
     assert data["collections"]["landcover"]["resampling"] == "mode"
 
 

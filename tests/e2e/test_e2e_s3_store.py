@@ -74,7 +74,7 @@ def test_cogs_land_in_the_bucket_and_hrefs_read(tmp_path: Path, moto_url: str) -
     assert asset["file:size"] == head["ContentLength"]
     assert head["Metadata"]["sha256"] == asset["file:checksum"][4:]  # multihash 1220 + sha256 hex
     settings = Settings(aws_access_key_id="test", aws_secret_access_key=SECRET, aws_endpoint_url=moto_url)
-    with rasterio_env(settings):
+    with rasterio_env(settings.s3):
         valid, errors, _ = cog_validate(asset["href"], quiet=True)
         assert valid, errors
         with rasterio.open(asset["href"]) as ds:

@@ -44,7 +44,8 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 def readiness(state: ApiState) -> dict[str, str]:
     checks = {"broker": state.bus.stats, "ledger": state.ledger.ping,
-              "store": lambda: check_store(state.settings), "stac": lambda: check_stac(state.settings)}
+              "store": lambda: check_store(state.settings.store, state.settings.s3),
+              "stac": lambda: check_stac(state.settings.stac)}
     out = {}
     for name, check in checks.items():
         try:
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "'Authorization: Bearer <api_token>'.",
     )
     app.state.settings = settings
-    app.add_middleware(BodySizeLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(BodySizeLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(RedactResponses, secrets=secrets_of(settings))  # outermost: every answer, the 413 too
 
     @app.exception_handler(RequestValidationError)

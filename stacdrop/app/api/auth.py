@@ -27,14 +27,14 @@ NO_TOKEN = (
 
 
 def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    if settings.api_auth_disabled:
+    if settings.api.auth_disabled:
         return
-    if settings.api_token is None or not settings.api_token.get_secret_value():
+    if settings.api.token is None or not settings.api.token.get_secret_value():
         raise HTTPException(503, NO_TOKEN)
     if credentials is None:
         raise HTTPException(401, "missing token: send 'Authorization: Bearer <api_token>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    expected = settings.api_token.get_secret_value().encode()
+    expected = settings.api.token.get_secret_value().encode()
     if not secrets.compare_digest(credentials.credentials.encode(), expected):
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
@@ -50,7 +50,7 @@ def require_read(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     settings: Settings = Depends(get_settings),
 ) -> None:
-    if settings.api_read_token_required:
+    if settings.api.read_token_required:
         _check(settings, credentials)
 
 

@@ -77,11 +77,11 @@ def head_source(url: str, settings: Settings) -> SourceHead:
     import requests  # noqa: PLC0415
 
     try:
-        with open_source_url(url, settings, "HEAD", timeout=HEAD_TIMEOUT) as resp:
+        with open_source_url(url, settings.limits.allowed_hosts, "HEAD", timeout=HEAD_TIMEOUT) as resp:
             if resp.status_code not in (405, 501):
                 return _judge_head(resp)
         # A server without HEAD: the headers of a GET, no body.
-        with open_source_url(url, settings, "GET", timeout=HEAD_TIMEOUT, stream=True) as resp:
+        with open_source_url(url, settings.limits.allowed_hosts, "GET", timeout=HEAD_TIMEOUT, stream=True) as resp:
             return _judge_head(resp)
     except HostUnreachable as exc:
         raise _unreachable(url, exc.reason) from None
@@ -116,7 +116,7 @@ def _head_s3(url: str, settings: Settings) -> SourceHead:
     _check_url(url, settings)
     bucket, key = parse_s3_url(url)
     try:
-        client = s3_client(settings)
+        client = s3_client(settings.s3)
     except StacdropError as exc:  # no credentials configured: the operator's to fix, named in the answer
         raise HTTPException(422, f"source {redact_url(url)}: {exc}") from None
     try:
@@ -135,7 +135,7 @@ def _head_s3(url: str, settings: Settings) -> SourceHead:
 
 def _check_url(url: str, settings: Settings) -> None:
     try:
-        check_source_url(url, settings)
+        check_source_url(url, settings.limits.allowed_hosts)
     except StacdropError as exc:
         raise HTTPException(422, f"source URL refused: {exc}") from None
 
@@ -197,7 +197,7 @@ def _normalise_server(url: str) -> str:
 def parse_fields(fields: dict[str, Any], what: str, settings: Settings | None = None, collection: str = "") -> str:
     """Validate sidecar fields with the sidecar parser; returns the sidecar text the processor will read."""
     try:
-        sidecar_from_dict(fields, what, settings, collection)
+        sidecar_from_dict(fields, what, settings.collection_settings if settings else None, collection)
     except StacdropError as exc:
         raise HTTPException(422, str(exc)) from None
     # Sorted keys: the same fields give the same text, hence the same content key (a resubmission dedups).
@@ -237,9 +237,9 @@ def submit_url(
     _check_url(url, settings)  # before anything that does I/O for the request
     check_collection(state, collection, "collection_id" if "collection_id" in fields else "collection")
     head = head_source(url, settings)
-    if head.size is not None and head.size > settings.max_source_bytes:
+    if head.size is not None and head.size > settings.limits.max_source_bytes:
         raise HTTPException(422, f"source {redact_url(url)} is {head.size} bytes, more than max_source_bytes "
-                                 f"({settings.max_source_bytes})")
+                                 f"({settings.limits.max_source_bytes})")
     # No ETag and no Last-Modified: nothing tells two versions apart, so every submission is new work.
     content_key = head.content_key or f"unversioned:{uuid.uuid4().hex}"
     source = Source(url=url, key=key, size=head.size, content_key=content_key)

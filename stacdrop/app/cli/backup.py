@@ -12,11 +12,11 @@ from stacdrop.errors import StacdropError
 
 
 @click.group(invoke_without_command=True)
-@click.option("--to", "dest", default=None, help="Directory or s3://bucket/prefix (default: settings.backup_dir).")
-@click.option("--keep", type=click.IntRange(min=1), default=None, help="Archives kept (default: settings.backup_keep, 30).")
+@click.option("--to", "dest", default=None, help="Directory or s3://bucket/prefix (default: settings.backup.dir).")
+@click.option("--keep", type=click.IntRange(min=1), default=None, help="Archives kept (default: settings.backup.keep, 30).")
 @click.pass_context
 def backup(click_ctx: click.Context, dest: str | None, keep: int | None) -> None:
-    """Dump the pgstac catalog (settings.catalog_dsn) and prune old archives; `backup list` shows them."""
+    """Dump the pgstac catalog (settings.backup.catalog_dsn) and prune old archives; `backup list` shows them."""
     if click_ctx.invoked_subcommand is not None:
         return
     from stacdrop.app.backup import backup as run_backup, human_size  # noqa: PLC0415
@@ -32,7 +32,7 @@ def backup(click_ctx: click.Context, dest: str | None, keep: int | None) -> None
 
 
 @backup.command("list")
-@click.option("--to", "dest", default=None, help="Directory or s3://bucket/prefix (default: settings.backup_dir).")
+@click.option("--to", "dest", default=None, help="Directory or s3://bucket/prefix (default: settings.backup.dir).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def backup_list(ctx: Context, dest: str | None, as_json: bool) -> None:
@@ -48,7 +48,7 @@ def backup_list(ctx: Context, dest: str | None, as_json: bool) -> None:
                                 "date": a.taken_at.isoformat()} for a in archives], indent=2))
         return
     rows = [[a.name, human_size(a.size), a.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")] for a in archives]
-    click.echo(table(rows, ["NAME", "SIZE", "DATE"]) if rows else f"no backups in {dest or ctx.settings.backup_dir}")
+    click.echo(table(rows, ["NAME", "SIZE", "DATE"]) if rows else f"no backups in {dest or ctx.settings.backup.dir}")
 
 
 @click.command()

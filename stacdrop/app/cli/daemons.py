@@ -12,14 +12,14 @@ from stacdrop.redact import secrets_of
 def _run(ctx: Context, roles: tuple[str, ...], workers: int | None) -> None:
     from stacdrop.app.daemon import Daemon  # noqa: PLC0415
 
-    daemon = Daemon(ctx.settings, roles=roles, workers=workers or ctx.settings.workers)
+    daemon = Daemon(ctx.settings, roles=roles, workers=workers or ctx.settings.bus.workers)
     daemon.install_signal_handlers()
     daemon.start()
     daemon.wait()
 
 
 @click.command()
-@click.option("--workers", type=int, default=None, help="Processor processes (default: settings.workers).")
+@click.option("--workers", type=int, default=None, help="Processor processes (default: settings.bus.workers).")
 @pass_ctx
 def run(ctx: Context, workers: int | None) -> None:
     """Run watcher, processor and publisher in one process."""
@@ -77,7 +77,7 @@ def health(ctx: Context, url: str | None, timeout: float) -> None:
         with ctx.bus() as bus:
             bus.stats()  # a connection and passive declares: the broker answers
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"bus {redact_url(settings.broker, keep_user=True)}: {first_line(exc)}")
+        problems.append(f"bus {redact_url(settings.bus.url, keep_user=True)}: {first_line(exc)}")
     if url:
         try:
             resp = requests.get(url, timeout=timeout)
@@ -91,8 +91,8 @@ def health(ctx: Context, url: str | None, timeout: float) -> None:
 
 
 @click.command()
-@click.option("--host", default=None, help="Address to listen on (default: settings.api_host, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default: settings.api_port, 8000).")
+@click.option("--host", default=None, help="Address to listen on (default: settings.api.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: settings.api.port, 8000).")
 @pass_ctx
 def serve(ctx: Context, host: str | None, port: int | None) -> None:
     """Serve the HTTP API, /metrics and the status page (run the daemon beside it for work to flow)."""
@@ -102,7 +102,7 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     from stacdrop.logs import uvicorn_log_config  # noqa: PLC0415
 
     settings = ctx.settings
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=settings.api_port if port is None else port,
+    uvicorn.run(create_app(settings), host=host or settings.api.host, port=settings.api.port if port is None else port,
                 log_level=settings.log_level.lower(), proxy_headers=False,
                 log_config=uvicorn_log_config(secrets_of(settings)))  # access log: paths without query strings
 

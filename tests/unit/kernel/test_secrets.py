@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings as hsettings, strate
 from tests.support.api_server import ApiServer, FileServer
 from tests.support.daemon import STACDROP, DaemonProcess, base_env, bus_for, ledger_for, wait_until
 from tests.support.services import free_port
+from stacdrop.app.components import processor_settings
 
 # A password as an operator pastes it into a URL setting, unescaped '/', '@', ':' and an escape.
 STAC_PASSWORD = "p/@:ss%2Fw0rd"
@@ -295,7 +296,7 @@ def test_fetching_s3_without_credentials_asks_no_metadata_service(tmp_path: Path
             monkeypatch.delenv(name)
         for name, value in no_aws_env(tmp_path, metadata, container=True).items():
             monkeypatch.setenv(name, value)
-        with pytest.raises(StacdropError) as raised, fetch_source("s3://bucket/x.tif", tmp_path, Settings()):
+        with pytest.raises(StacdropError) as raised, fetch_source("s3://bucket/x.tif", tmp_path, processor_settings(Settings()).access):
             pass
         assert "aws_access_key_id" in str(raised.value) and raised.value.transient is False
         assert metadata.requests == []

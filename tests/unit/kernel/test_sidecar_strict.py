@@ -85,17 +85,17 @@ def test_unknown_top_level_fields_are_refused_naming_them_and_the_allowed_ones()
 def test_unknown_fields_become_properties_where_a_collection_opts_in() -> None:
     settings = Settings(collections={"legacy": {"sidecar_extra_fields": "properties"}})
     text = '{"id": "a", "variable": "tas", "properties": {"unit": "K"}}'
-    kept = parse_sidecar(text, "legacy/a.json", settings, "legacy")
+    kept = parse_sidecar(text, "legacy/a.json", settings.collection_settings, "legacy")
     assert kept.properties == {"variable": "tas", "unit": "K"}
     with pytest.raises(InvalidSidecar, match="unknown top-level field 'variable'"):
-        parse_sidecar(text, "strict/a.json", settings, "strict")
+        parse_sidecar(text, "strict/a.json", settings.collection_settings, "strict")
     # the collection the sidecar names decides, not the folder it lies in
-    named = parse_sidecar('{"collection": "legacy", "variable": "tas"}', "strict/a.json", settings, "strict")
+    named = parse_sidecar('{"collection": "legacy", "variable": "tas"}', "strict/a.json", settings.collection_settings, "strict")
     assert named.collection == "legacy" and named.properties == {"variable": "tas"}
     with pytest.raises(InvalidSidecar):
-        sidecar_from_dict({"collection_id": "strict", "variable": "tas"}, "x", settings, "legacy")
+        sidecar_from_dict({"collection_id": "strict", "variable": "tas"}, "x", settings.collection_settings, "legacy")
     settings_default = Settings(collection_defaults={"sidecar_extra_fields": "properties"})
-    assert parse_sidecar('{"v": 1}', "any/a.json", settings_default, "any").properties == {"v": 1}
+    assert parse_sidecar('{"v": 1}', "any/a.json", settings_default.collection_settings, "any").properties == {"v": 1}
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))

@@ -65,7 +65,7 @@ def test_settings_precedence_file_then_env(tmp_path) -> None:  # noqa: ANN001
     assert s.inbox.path == "/from/env" and s.store == "/file/store"
     assert s.collection("lc").resampling == "mode" and s.collection("lc").asset_key == "cog"
     assert s.collection("other").resampling == "average"
-    assert s.aws_secret_access_key.get_secret_value() == "k" and s.masked()["s3"]["secret_access_key"] == "***"
+    assert s.s3.secret_access_key.get_secret_value() == "k" and s.masked()["s3"]["secret_access_key"] == "***"
 
 
 def test_settings_errors_name_the_file(tmp_path) -> None:  # noqa: ANN001

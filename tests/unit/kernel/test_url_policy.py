@@ -33,6 +33,7 @@ from processor.fetch import fetch_source
 from stacdrop.config import Settings
 from stacdrop.errors import PermanentError
 from stacdrop.urls import UnsafeURL, check_source_url
+from stacdrop.app.components import processor_settings
 from tests.support.api_server import ApiServer
 from tests.support.daemon import base_env
 
@@ -126,7 +127,7 @@ def clean_slate(internal: Recorder, public: Recorder, monkeypatch: pytest.Monkey
 
 
 def fetched(url: str, tmp_path: Path, settings: Settings) -> bytes:
-    with fetch_source(url, tmp_path, settings) as local:
+    with fetch_source(url, tmp_path, processor_settings(settings).access) as local:
         return Path(local).read_bytes()
 
 
@@ -192,9 +193,9 @@ def test_allowed_hosts_entries_with_a_port(internal: Recorder, public: Recorder,
     with pytest.raises(UnsafeURL, match="is not on allowed_hosts"):
         fetched(f"http://localhost:{internal.port}/a.tif", tmp_path, by_name)
     # A port entry names the effective port: the default one when the URL gives none.
-    check_source_url("http://127.0.0.1/x.tif", Settings(allowed_hosts=["127.0.0.1:80"]))
+    check_source_url("http://127.0.0.1/x.tif", Settings(allowed_hosts=["127.0.0.1:80"]).limits.allowed_hosts)
     with pytest.raises(UnsafeURL, match="127.0.0.1:443 is not on allowed_hosts"):
-        check_source_url("https://127.0.0.1/x.tif", Settings(allowed_hosts=["127.0.0.1:80"]))
+        check_source_url("https://127.0.0.1/x.tif", Settings(allowed_hosts=["127.0.0.1:80"]).limits.allowed_hosts)
     assert internal.seen == []
 
 
@@ -249,7 +250,7 @@ def test_tls_pinned_to_the_address_checked_against_the_name(tmp_path: Path, name
     context.sni_callback = lambda _sock, name, _ctx: sni.append(name)
     with Recorder(PUBLIC_BODY) as server:
         server.socket = context.wrap_socket(server.socket, server_side=True)
-        checked = check_source_url(f"https://localhost:{server.port}/a.tif", BY_NAME)
+        checked = check_source_url(f"https://localhost:{server.port}/a.tif", BY_NAME.limits.allowed_hosts)
         assert checked.addresses == ("127.0.0.1",)
         adapter = PinnedAdapter()
         adapter.pin(checked, "127.0.0.1")
@@ -394,7 +395,7 @@ def client_target(url: str) -> tuple[str, int]:
 @given(source_urls)
 def test_property_approved_is_where_the_client_connects(url: str) -> None:
     try:
-        checked = check_source_url(url, POLICY)
+        checked = check_source_url(url, POLICY.limits.allowed_hosts)
     except UnsafeURL:
         return
     host, port = client_target(url)

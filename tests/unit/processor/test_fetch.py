@@ -22,6 +22,7 @@ from stacdrop.config import Settings
 from stacdrop.errors import SourceNotFound
 from stacdrop.messages import IngestRequest, Source
 from stacdrop.urls import UnsafeURL, check_source_url
+from stacdrop.app.components import processor_settings
 from tests.support.rasters import write_geotiff
 
 LOCAL = Settings(allowed_hosts=["127.0.0.1"])
@@ -98,13 +99,13 @@ def leftovers(workdir: Path) -> list[str]:
 def test_http_source_streamed_and_removed(web, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    with fetch_source(f"{web.url}/data/a.tif?sig=abc", work, LOCAL) as local:
+    with fetch_source(f"{web.url}/data/a.tif?sig=abc", work, processor_settings(LOCAL).access) as local:
         assert Path(local).read_bytes() == (web.root / "a.tif").read_bytes()
         assert local.endswith(".tif") and Path(local).parent == work
     assert leftovers(work) == []
-    with fetch_source(f"{web.url}/moved.tif", work, LOCAL) as local:  # a redirect on an allowed host
+    with fetch_source(f"{web.url}/moved.tif", work, processor_settings(LOCAL).access) as local:  # a redirect on an allowed host
         assert Path(local).stat().st_size == 300_000
-    with fetch_source(f"{web.url}/flaky.tif", work, LOCAL) as local:  # two 500s, then the file
+    with fetch_source(f"{web.url}/flaky.tif", work, processor_settings(LOCAL).access) as local:  # two 500s, then the file
         assert Path(local).stat().st_size == 300_000
     assert web.hits["/flaky.tif"] == 3
 
@@ -112,25 +113,25 @@ def test_http_source_streamed_and_removed(web, tmp_path):
 def test_http_errors(web, tmp_path):
     work = tmp_path
     with pytest.raises(SourceNotFound, match=r"missing\.tif: source not found \(HTTP 404\)"):
-        with fetch_source(f"{web.url}/missing.tif", work, LOCAL):
+        with fetch_source(f"{web.url}/missing.tif", work, processor_settings(LOCAL).access):
             pass
     with pytest.raises(SourceForbidden, match="HTTP 403") as err:
-        with fetch_source(f"{web.url}/forbidden.tif", work, LOCAL):
+        with fetch_source(f"{web.url}/forbidden.tif", work, processor_settings(LOCAL).access):
             pass
     assert not err.value.transient
     with pytest.raises(SourceUnavailable, match="HTTP 503 .after 3 attempts") as err:
-        with fetch_source(f"{web.url}/broken.tif?token=secret", work, LOCAL):
+        with fetch_source(f"{web.url}/broken.tif?token=secret", work, processor_settings(LOCAL).access):
             pass
     assert err.value.transient and "secret" not in str(err.value)
     assert web.hits["/broken.tif"] == 3
     with pytest.raises(SourceTooLarge, match="max_source_bytes"):
-        with fetch_source(f"{web.url}/a.tif", work, Settings(allowed_hosts=["127.0.0.1"], max_source_bytes=1000)):
+        with fetch_source(f"{web.url}/a.tif", work, processor_settings(Settings(allowed_hosts=["127.0.0.1"], max_source_bytes=1000)).access):
             pass
     with pytest.raises(UnsafeURL, match="169.254.169.254 is not on allowed_hosts"):  # redirects are checked too
-        with fetch_source(f"{web.url}/to-metadata", work, LOCAL):
+        with fetch_source(f"{web.url}/to-metadata", work, processor_settings(LOCAL).access):
             pass
     with pytest.raises(SourceUnavailable, match="ConnectionError"):  # nothing listens there
-        with fetch_source("http://127.0.0.1:9/x.tif", work, LOCAL):
+        with fetch_source("http://127.0.0.1:9/x.tif", work, processor_settings(LOCAL).access):
             pass
     assert [n for n in leftovers(work) if n.startswith("src-")] == []
 
@@ -141,20 +142,20 @@ def test_url_safety():
                 "http://[::1]/x", "http://[fe80::1]/x", "http://10.1.2.3/x", "http://192.168.0.1/x",
                 "http://0.0.0.0/x", "http://[::ffff:127.0.0.1]/x", "https://100.64.0.1/x"):
         with pytest.raises(UnsafeURL, match="loopback, link-local or private"):
-            check_source_url(url, nobody)
+            check_source_url(url, nobody.limits.allowed_hosts)
     for url in ("ftp://example.org/x.tif", "file:///etc/passwd", "gopher://x/", "x.tif"):
         with pytest.raises(UnsafeURL, match="not allowed"):
-            check_source_url(url, nobody)
+            check_source_url(url, nobody.limits.allowed_hosts)
     listed = Settings(allowed_hosts=["data.example.org", "127.0.0.1"])
     with pytest.raises(UnsafeURL, match="not on allowed_hosts"):
-        check_source_url("https://evil.example.com/x.tif", listed)
+        check_source_url("https://evil.example.com/x.tif", listed.limits.allowed_hosts)
     with pytest.raises(UnsafeURL, match="not on allowed_hosts"):
-        check_source_url("http://169.254.169.254/latest", listed)
-    check_source_url("http://127.0.0.1:8000/x.tif", listed)  # listed explicitly: allowed
-    check_source_url("https://8.8.8.8/x.tif", nobody)  # a public address, no list: allowed
-    check_source_url("s3://bucket/key.tif", listed)  # goes to the configured endpoint
+        check_source_url("http://169.254.169.254/latest", listed.limits.allowed_hosts)
+    check_source_url("http://127.0.0.1:8000/x.tif", listed.limits.allowed_hosts)  # listed explicitly: allowed
+    check_source_url("https://8.8.8.8/x.tif", nobody.limits.allowed_hosts)  # a public address, no list: allowed
+    check_source_url("s3://bucket/key.tif", listed.limits.allowed_hosts)  # goes to the configured endpoint
     with pytest.raises(UnsafeURL) as err:
-        check_source_url("http://user:hunter2@127.0.0.1/x", nobody)
+        check_source_url("http://user:hunter2@127.0.0.1/x", nobody.limits.allowed_hosts)
     assert "hunter2" not in str(err.value)
 
 
@@ -175,17 +176,17 @@ def test_s3_source(s3env, tmp_path):
     settings, client, bucket = s3env
     data = os.urandom(200_000)
     client.put_object(Bucket=bucket, Key="in/a b+c.tif", Body=data)
-    with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, settings) as local:
+    with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, processor_settings(settings).access) as local:
         assert Path(local).read_bytes() == data
     assert leftovers(tmp_path) == []
     with pytest.raises(SourceNotFound, match=f"s3://{bucket}/in/nope.tif: source not found"):
-        with fetch_source(f"s3://{bucket}/in/nope.tif", tmp_path, settings):
+        with fetch_source(f"s3://{bucket}/in/nope.tif", tmp_path, processor_settings(settings).access):
             pass
     with pytest.raises(SourceNotFound):
-        with fetch_source("s3://no-such-bucket-xyz/in/a.tif", tmp_path, settings):
+        with fetch_source("s3://no-such-bucket-xyz/in/a.tif", tmp_path, processor_settings(settings).access):
             pass
     with pytest.raises(SourceTooLarge):
-        with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, settings.replace(max_source_bytes=10)):
+        with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, processor_settings(settings.replace(max_source_bytes=10)).access):
             pass
     assert leftovers(tmp_path) == []
 
@@ -193,14 +194,14 @@ def test_s3_source(s3env, tmp_path):
 def test_s3_source_forbidden(s3env, tmp_path, monkeypatch):
     """A 403 from the object store (moto does not enforce policies: the answer is stubbed)."""
     settings, client, bucket = s3env
-    stubbed = boto3.client("s3", endpoint_url=settings.aws_endpoint_url, aws_access_key_id="x",
+    stubbed = boto3.client("s3", endpoint_url=settings.s3.endpoint_url, aws_access_key_id="x",
                            aws_secret_access_key="y", region_name="us-east-1")
     stub = Stubber(stubbed)
     stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
     stub.activate()
     monkeypatch.setattr("stacdrop.s3.s3_client", lambda settings, **kw: stubbed)
     with pytest.raises(SourceForbidden, match="access denied") as err:
-        with fetch_source(f"s3://{bucket}/in/a.tif", tmp_path, settings):
+        with fetch_source(f"s3://{bucket}/in/a.tif", tmp_path, processor_settings(settings).access):
             pass
     assert f"s3://{bucket}/in/a.tif" in str(err.value)  # names the source
 
@@ -214,7 +215,7 @@ def test_process_raster_from_http_into_s3(web, s3env, tmp_path):
     request = IngestRequest(source=Source(url=f"{web.url}/dem.tif", key="coll/dem.tif", content_key="x"),
                             collection="coll", sidecar_text=json.dumps({"id": "dem", "datetime": "2020-01-01"}))
     steps: list[str] = []
-    ready = process_raster(request, settings, store, workdir=tmp_path / "work", on_step=steps.append)
+    ready = process_raster(request, processor_settings(settings), store, workdir=tmp_path / "work", on_step=steps.append)
     assert steps == ["fetch", "validate", "convert", "store", "metadata"]
     assert ready.cog.href == f"s3://{bucket}/io/coll/dem.tif" and ready.raster.width == 300
     assert client.head_object(Bucket=bucket, Key="io/coll/dem.tif")["ContentLength"] == ready.cog.size

@@ -27,6 +27,7 @@ from stacdrop.errors import (
     SourceNotFound,
 )
 from stacdrop.messages import IngestRequest, Source
+from stacdrop.app.components import processor_settings
 from tests.support.rasters import IGH_WKT, write_geotiff
 
 CLASSES = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200, 210, 220}
@@ -63,7 +64,7 @@ def run(env, path: Path, *, collection="coll", sidecar: str | None = SIDECAR, se
     )
     settings = in_inbox(settings or Settings(store=str(env["store"].root)), env["tmp"])
     on_step = steps.append if steps is not None else (lambda step: None)
-    return process_raster(request, settings, env["store"], workdir=env["work"], on_step=on_step)
+    return process_raster(request, processor_settings(settings), env["store"], workdir=env["work"], on_step=on_step)
 
 
 def in_inbox(settings: Settings, root: Path) -> Settings:
@@ -440,7 +441,7 @@ def test_url_source_scheme_not_allowed(env):
         sidecar_text=SIDECAR,
     )
     with pytest.raises(PermanentError, match="not allowed"):
-        process_raster(request, Settings(), env["store"], workdir=env["work"])
+        process_raster(request, processor_settings(Settings()), env["store"], workdir=env["work"])
 
 
 def test_workdir_cleaned_when_conversion_fails(env, monkeypatch):

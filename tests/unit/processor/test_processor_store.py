@@ -138,16 +138,16 @@ def test_store_key_template():
 
 
 def test_open_store(tmp_path):
-    s = open_store(str(tmp_path / "cogs"), Settings(public_url="https://h/{key}"))
+    s = open_store(str(tmp_path / "cogs"), public_url="https://h/{key}")
     assert isinstance(s, LocalStore) and s.href("a/b.tif") == "https://h/a/b.tif"
-    s = open_store(f"file://{tmp_path}/cogs", Settings())
+    s = open_store(f"file://{tmp_path}/cogs")
     assert isinstance(s, LocalStore) and s.root == (tmp_path / "cogs").resolve()
-    s3 = open_store("s3://bucket/prefix", Settings(aws_access_key_id="k", aws_secret_access_key="s"))  # no connection yet
+    s3 = open_store("s3://bucket/prefix", Settings(aws_access_key_id="k", aws_secret_access_key="s").s3)  # no connection yet
     assert s3.href("c/x.tif") == "s3://bucket/prefix/c/x.tif"
     with pytest.raises(ConfigError, match="aws_secret_access_key"):  # named at once, not at the first upload
-        open_store("s3://bucket/prefix", Settings(aws_access_key_id="k"))
+        open_store("s3://bucket/prefix", Settings(aws_access_key_id="k").s3)
     with pytest.raises(ConfigError):
-        open_store("ftp://host/x", Settings())
+        open_store("ftp://host/x")
 
 
 # --- TIFF structure check -----------------------------------------------------------------------

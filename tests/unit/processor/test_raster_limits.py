@@ -26,6 +26,7 @@ from processor.workdir import cog_prefix, remove_stale
 from stacdrop.config import CollectionSettings, Settings
 from stacdrop.errors import DiskFull, NameTooLong, RasterTooLarge, SuspiciousRaster
 from stacdrop.messages import IngestRequest, Source
+from stacdrop.app.components import processor_settings
 from tests.support.rasters import write_geotiff
 from tests.unit.processor.test_processor import in_inbox
 
@@ -72,7 +73,7 @@ def _run(tmp_path: Path, path: Path, settings: Settings | None = None, key: str 
     request = IngestRequest(source=Source(url=str(path), key=key, content_key="x"), collection="coll",
                             sidecar_text=SIDECAR, sidecar_name=key.rsplit(".", 1)[0] + ".json")
     settings = in_inbox(settings or Settings(store=str(store.root)), tmp_path)
-    return process_raster(request, settings, store, workdir=tmp_path / "work")
+    return process_raster(request, processor_settings(settings), store, workdir=tmp_path / "work")
 
 
 # -- bombs and limits -----------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def random_file(path: Path, size: int) -> Path:
 
 
 def test_small_put_content_type_checksum_and_href(moto_url, bucket, tmp_path):
-    store = open_store(f"s3://{bucket}/io", settings_for(moto_url))
+    store = open_store(f"s3://{bucket}/io", settings_for(moto_url).s3)
     src = random_file(tmp_path / "a.tif", 100_000)
     stored = store.put(src, "coll/a.tif", content_type=MediaType.COG)
     assert stored.href == f"s3://{bucket}/io/coll/a.tif" and stored.key == "coll/a.tif"
@@ -66,7 +66,7 @@ def test_small_put_content_type_checksum_and_href(moto_url, bucket, tmp_path):
 
 def test_multipart_put_acl_and_public_url(moto_url, bucket, tmp_path):
     settings = settings_for(moto_url, store_acl="public-read", public_url="https://obj.example/{bucket}/{key}")
-    store = open_store(f"s3://{bucket}/io/", settings)
+    store = open_store(f"s3://{bucket}/io/", settings.s3, public_url=settings.public_url)
     assert isinstance(store, S3Store)
     store.part_size = store.multipart_threshold = 5 * MIB
     store.concurrency = 2
@@ -86,7 +86,7 @@ def test_multipart_put_acl_and_public_url(moto_url, bucket, tmp_path):
 
 def test_checksum_mismatch_is_detected(moto_url, bucket, tmp_path, monkeypatch):
     """An ETag that does not match the local MD5 (corruption on the way) fails the put."""
-    store = open_store(f"s3://{bucket}", settings_for(moto_url))
+    store = open_store(f"s3://{bucket}", settings_for(moto_url).s3)
     src = random_file(tmp_path / "a.tif", 1000)
     real = store.client.put_object
     monkeypatch.setattr(store.client, "put_object", lambda **kw: {**real(**kw), "ETag": '"' + "0" * 32 + '"'})
@@ -98,14 +98,14 @@ def test_checksum_mismatch_is_detected(moto_url, bucket, tmp_path, monkeypatch):
 def test_errors_are_transient_and_name_no_secret(moto_url, bucket, tmp_path):
     secret = "s3cr3t-never-shown"
     settings = Settings(aws_access_key_id="id", aws_secret_access_key=secret, aws_endpoint_url="http://127.0.0.1:9")
-    store = open_store(f"s3://{bucket}/io", settings)
+    store = open_store(f"s3://{bucket}/io", settings.s3)
     store.client = client_for("http://127.0.0.1:9", retries={"max_attempts": 1}, connect_timeout=1)
     src = random_file(tmp_path / "a.tif", 1000)
     with pytest.raises(StoreError) as err:
         store.put(src, "c/a.tif")
     assert err.value.transient and f"s3://{bucket}/io/c/a.tif" in str(err.value) and secret not in str(err.value)
     # a bucket that does not exist: transient (the operator creates it, the retry or a replay succeeds)
-    store = open_store("s3://no-such-bucket-here/io", settings_for(moto_url))
+    store = open_store("s3://no-such-bucket-here/io", settings_for(moto_url).s3)
     with pytest.raises(StoreError, match="bucket does not exist") as err:
         store.put(src, "c/a.tif")
     assert err.value.error_class == "store_no_bucket"

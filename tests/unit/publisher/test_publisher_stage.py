@@ -35,14 +35,14 @@ def settings(**chelsa):
 
 def test_unknown_collection_says_how_to_fix(sink):
     with pytest.raises(UnknownCollection) as exc:
-        publish_raster(make_ready(), settings(), sink)
+        publish_raster(make_ready(), settings().collection_settings, sink)
     msg = str(exc.value)
     assert "chelsa/CHELSA_tas_06_2010.tif" in msg and "'chelsa'" in msg
     assert "inbox/chelsa/collection.json" in msg and "create_if_missing" in msg
 
 
 def test_create_if_missing_makes_a_minimal_valid_collection(sink):
-    result = publish_raster(make_ready(), settings(create_if_missing=True), sink)
+    result = publish_raster(make_ready(), settings(create_if_missing=True).collection_settings, sink)
     assert (result.collection, result.item_id, result.action) == ("chelsa", "CHELSA_tas_06_2010", "created")
     col = sink.get_collection("chelsa")
     validate_collection(col, "x")
@@ -54,11 +54,11 @@ def test_create_if_missing_makes_a_minimal_valid_collection(sink):
 
 def test_duplicate_policy_comes_from_settings(sink):
     publish_collection(update(json.dumps(COLLECTION)), sink)
-    assert publish_raster(make_ready(), settings(), sink).action == "created"
-    assert publish_raster(make_ready(), settings(), sink).action == "replaced"
-    assert publish_raster(make_ready(), settings(duplicate_policy="skip"), sink).action == "skipped"
+    assert publish_raster(make_ready(), settings().collection_settings, sink).action == "created"
+    assert publish_raster(make_ready(), settings().collection_settings, sink).action == "replaced"
+    assert publish_raster(make_ready(), settings(duplicate_policy="skip").collection_settings, sink).action == "skipped"
     with pytest.raises(DuplicateItem):
-        publish_raster(make_ready(), settings(duplicate_policy="error"), sink)
+        publish_raster(make_ready(), settings(duplicate_policy="error").collection_settings, sink)
 
 
 def test_publish_collection_bad_json_names_the_file(sink):
@@ -78,7 +78,7 @@ def test_publish_collection_sets_a_missing_id_and_updates(sink):
     doc = {k: v for k, v in COLLECTION.items() if k != "id"}
     assert publish_collection(update(json.dumps(doc)), sink) == "created"
     assert sink.get_collection("chelsa")["id"] == "chelsa"
-    publish_raster(make_ready(), settings(), sink)
+    publish_raster(make_ready(), settings().collection_settings, sink)
     # an update with fewer fields keeps the stored ones and the item links
     assert publish_collection(update(json.dumps({"title": "CHELSA", "description": "new"})), sink) == "updated"
     col = sink.get_collection("chelsa")
@@ -100,7 +100,7 @@ def test_put_prepared_one_put_items_per_collection_and_policy_each_item_its_own_
                               "other": {"key_template": TEMPLATE, "duplicate_policy": "error"}})
     keys = ["chelsa/CHELSA_tas_01_2010.tif", "chelsa/CHELSA_tas_02_2010.tif", "other/CHELSA_tas_01_2010.tif",
             "chelsa/CHELSA_tas_03_2010.tif", "chelsa/CHELSA_tas_01_2010.tif"]
-    prepared = [prepare_raster(make_ready(key=k), s) for k in keys]
+    prepared = [prepare_raster(make_ready(key=k), s.collection_settings) for k in keys]
     calls = []
     put_items = sink.put_items
     monkeypatch.setattr(sink, "put_items", lambda items, policy="replace": calls.append(

@@ -27,7 +27,7 @@ def cid() -> str:
 
 @pytest.fixture
 def sink(stac_api_url: str, cid: str):
-    s = StacApiSink(stac_api_url, Settings())
+    s = StacApiSink(stac_api_url, Settings().stac_api)
     s.upsert_collection(make_collection(cid))
     yield s
     s.close()
@@ -146,7 +146,7 @@ def test_auth_header_sent_on_writes_only(stac_server, cid):
     with pytest.raises(CatalogAuthError) as err:
         StacApiSink(url).upsert_collection(make_collection(cid))
     assert err.value.transient is False
-    sink = StacApiSink(url, Settings(stac_token=TOKEN))
+    sink = StacApiSink(url, Settings(stac_token=TOKEN).stac_api)
     stac_server.requests_seen(clear=True)
     assert sink.upsert_collection(make_collection(cid)) == "created"
     assert sink.put_item(make_item("a", collection=cid)) == "created"
@@ -158,19 +158,19 @@ def test_auth_header_sent_on_writes_only(stac_server, cid):
     assert writes and all(r[2] for r in writes), writes
     assert reads and not any(r[2] for r in reads), reads
     # a custom header carries the token as is
-    custom = StacApiSink(url, Settings(stac_token=TOKEN, stac_auth_header="X-Api-Key"))
+    custom = StacApiSink(url, Settings(stac_token=TOKEN, stac_auth_header="X-Api-Key").stac_api)
     assert custom.put_item(make_item("c", collection=cid)) == "created"
 
 
 def test_token_never_in_errors(stac_server, cid):
-    sink = StacApiSink(stac_server.url + "/auth", Settings(stac_token="wrong-" + TOKEN))
+    sink = StacApiSink(stac_server.url + "/auth", Settings(stac_token="wrong-" + TOKEN).stac_api)
     with pytest.raises(CatalogAuthError) as err:
         sink.upsert_collection(make_collection(cid))
     assert TOKEN not in str(err.value)
 
 
 def test_unreachable_api_is_transient():
-    sink = StacApiSink(f"http://127.0.0.1:{free_port()}", Settings(stac_timeout=2))
+    sink = StacApiSink(f"http://127.0.0.1:{free_port()}", Settings(stac_timeout=2).stac_api)
     with pytest.raises(CatalogUnavailable) as err:
         sink.put_item(make_item("a"))
     assert err.value.transient
@@ -230,11 +230,11 @@ def test_collection_deleted_behind_the_cache_is_created_again_when_allowed(stac_
     monkeypatch.setattr(stage, "validate_item", lambda item, source: None)
     ready = type("R", (), {"source": type("S", (), {"key": "k", "url": "u"})(), "collection": cid})()
     with pytest.raises(UnknownCollection):
-        stage.publish_raster(ready, Settings(), sink)
+        stage.publish_raster(ready, Settings().collection_settings, sink)
     settings = Settings(collections={cid: {"create_if_missing": True}})
     assert sink.has_collection(cid) is False  # the failed write dropped it from the cache
     sink._extents[cid] = {}  # cached again, as after a has_collection before the deletion
-    assert stage.publish_raster(ready, settings, sink).action == "created"
+    assert stage.publish_raster(ready, settings.collection_settings, sink).action == "created"
     assert sink.get_item(cid, "a") is not None
 
 
@@ -288,9 +288,9 @@ def test_publisher_batch_with_one_rejected_item_publishes_the_others(tmp_path, s
             bus.publish("publish", Envelope.wrap(job.id, make_ready(key=key, collection=cid,
                                                                      sidecar={"datetime": f"201{n}-01-01"})))
     runner = StageRunner(
-        "publish", publish_handler.make_publish_handler(settings, sink, ledger), bus=bus, ledger=ledger,
+        "publish", publish_handler.make_publish_handler(settings.collection_settings, sink, ledger), bus=bus, ledger=ledger,
         policy=RetryPolicy(max_retries=2, base=0.1), batch_size=10, batch_window=0.5,
-        batch_handler=publish_handler.make_publish_batch_handler(settings, sink, ledger),
+        batch_handler=publish_handler.make_publish_batch_handler(settings.collection_settings, sink, ledger),
     )
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)

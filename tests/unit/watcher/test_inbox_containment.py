@@ -28,6 +28,7 @@ from stacdrop.config import Settings
 from stacdrop.errors import NotRegularFile, OutsideInbox
 from stacdrop.ledger import Ledger
 from stacdrop.messages import Envelope, IngestRequest, Refusal, Source
+from stacdrop.app.components import processor_settings, watcher_settings
 from tests.support.daemon import (
     DaemonProcess,
     base_env,
@@ -166,7 +167,7 @@ def test_folder_swapped_for_a_symlink_before_the_read_is_refused_unread(tmp_path
     (inbox / "col").mkdir(parents=True)
     (inbox / "col" / "sub").symlink_to(outside / "dir", target_is_directory=True)
     intake = RecordingIntake()
-    watcher = LocalInbox(inbox, Settings(inbox=str(inbox)), intake)
+    watcher = LocalInbox(inbox, watcher_settings(Settings(inbox=str(inbox))), intake)
     watcher.files.submit_raster("col/sub/x.tif", "col/sub/x.json", 5)
     [job] = intake.rasters
     assert job["refused"] == Refusal(error_class="outside_inbox", error=str(_outside("col/sub/x.tif")))
@@ -185,7 +186,7 @@ def test_fifo_sidecar_does_not_hang_the_watcher(tmp_path: Path) -> None:
     write_geotiff(inbox / "col" / "f.tif", width=16, height=16)
     os.mkfifo(inbox / "col" / "f.json")
     intake = RecordingIntake()
-    watcher = LocalInbox(inbox, Settings(inbox=str(inbox)), intake)
+    watcher = LocalInbox(inbox, watcher_settings(Settings(inbox=str(inbox))), intake)
     worker = threading.Thread(target=watcher.files.submit_raster, args=("col/f.tif", "col/f.json", 5), daemon=True)
     worker.start()
     worker.join(5)
@@ -218,16 +219,16 @@ def test_processor_refuses_local_files_outside_the_inbox(tmp_path: Path) -> None
     }
     for key, path in cases.items():
         with pytest.raises(OutsideInbox) as err:
-            process_raster(_request(path, key), settings, store, workdir=tmp_path / "work")
+            process_raster(_request(path, key), processor_settings(settings), store, workdir=tmp_path / "work")
         assert str(err.value) == str(_outside(key))
     assert not list((tmp_path / "store").rglob("*.tif"))
-    ready = process_raster(_request(inbox / "col" / "inside-link.tif", "col/inside-link.tif"), settings, store,
+    ready = process_raster(_request(inbox / "col" / "inside-link.tif", "col/inside-link.tif"), processor_settings(settings), store,
                            workdir=tmp_path / "work")
     assert ready.cog.key == "col/inside-link.tif"
     # a refusal the watcher recorded fails the job at once, with its class, reading nothing
     with pytest.raises(NotRegularFile, match="col/f.json: refused"):
         process_raster(_request(inbox / "col" / "ok.tif", "col/ok.tif", refused=Refusal(
-            error_class="not_regular_file", error="col/f.json: refused: not a regular file")), settings, store,
+            error_class="not_regular_file", error="col/f.json: refused: not a regular file")), processor_settings(settings), store,
             workdir=tmp_path / "work")
 
 

@@ -17,6 +17,7 @@ import pika
 import pytest
 
 from stacdrop.config import Settings
+from stacdrop.app.components import watcher_settings
 from tests.support.s3_events import aws_event, ceph_event, declared, minio_event, publish, wait_for
 from watcher.s3 import S3Inbox
 
@@ -113,7 +114,7 @@ def test_events_in_three_formats_pair_and_dedup(moto_url, bucket, rabbit_url, na
     settings = settings_for(moto_url, bucket, s3_events_amqp=rabbit_url, s3_events_exchange=names["exchange"],
                             s3_events_queue=names["queue"], reconcile_interval=0)
     intake = RecordingIntake()
-    inbox = S3Inbox(settings.inbox.path, settings, intake)
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
     sources = {
         "aws": "clim/sub dir/bio 1+2.tif",  # space and '+': form-encoded by AWS
         "ceph": "clim/ünï cödé.tif",  # raw by Ceph
@@ -170,7 +171,7 @@ def test_events_in_three_formats_pair_and_dedup(moto_url, bucket, rabbit_url, na
         gone["Records"][0]["s3"]["object"]["key"] = quote_plus("drop/clim/never there.tif")
         publish(rabbit_url, names["exchange"], gone)
         wait_for(lambda: queue_depth(rabbit_url, names["queue"]) == 0, what="all events consumed")
-        time.sleep(settings.sidecar_wait + 0.5)
+        time.sleep(settings.inbox.sidecar_wait + 0.5)
         assert len(intake.rasters) == 5 and len(intake.collections) == 1
     # every event was acked: nothing comes back when the consumer is gone
     assert queue_depth(rabbit_url, names["queue"]) == 0
@@ -181,7 +182,7 @@ def test_raster_alone_after_sidecar_wait_then_sidecar_pairs(moto_url, bucket, ra
     settings = settings_for(moto_url, bucket, s3_events_amqp=rabbit_url, s3_events_exchange=names["exchange"],
                             s3_events_queue=names["queue"], reconcile_interval=0, sidecar_wait=0.5)
     intake = RecordingIntake()
-    inbox = S3Inbox(settings.inbox.path, settings, intake)
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
     with Running(inbox):
         declared(rabbit_url, names["exchange"], names["queue"])
         client.put_object(Bucket=bucket, Key="drop/c/x.tif", Body=b"x")
@@ -203,7 +204,7 @@ def test_reconciler_alone_each_object_once_and_restart_cheap(moto_url, bucket):
     client.put_object(Bucket=bucket, Key="drop/c/notes.txt", Body=b"not ours")
     client.put_object(Bucket=bucket, Key="elsewhere/c/x.tif", Body=b"outside the prefix")
     intake = RecordingIntake()
-    inbox = S3Inbox(settings.inbox.path, settings, intake)
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
     with Running(inbox):
         wait_for(lambda: len(intake.rasters) == 3, what="objects present before start")
         client.put_object(Bucket=bucket, Key="drop/c/later.tif", Body=b"r")
@@ -215,10 +216,10 @@ def test_reconciler_alone_each_object_once_and_restart_cheap(moto_url, bucket):
     assert all(r["sidecar_name"] for r in intake.rasters)
     assert all(r["priority"] == 1 for r in intake.rasters[:3]) and intake.rasters[3]["priority"] == 5
 
-    again = S3Inbox(settings.inbox.path, settings, intake)  # a restart: same fingerprints
+    again = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)  # a restart: same fingerprints
     with Running(again):
         wait_for(lambda: again.reconciles >= 1, what="start-up reconcile after restart")
-        time.sleep(settings.sidecar_wait + 0.3)
+        time.sleep(settings.inbox.sidecar_wait + 0.3)
     assert len(intake.rasters) == 4
 
 
@@ -233,7 +234,7 @@ def test_sqs_events_from_moto_notifications(moto_url, bucket):
         "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
     settings = settings_for(moto_url, bucket, s3_events_amqp="off", s3_events_sqs=queue_url, reconcile_interval=0)
     intake = RecordingIntake()
-    inbox = S3Inbox(settings.inbox.path, settings, intake)
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
     with Running(inbox):
         wait_for(lambda: inbox.reconciles == 1, what="start-up reconcile")
         client.put_object(Bucket=bucket, Key="drop/c/a b+c ü.tif", Body=b"r")
@@ -257,7 +258,7 @@ def test_unsettled_event_comes_back_and_deletion_forgets(moto_url, bucket, rabbi
     settings = settings_for(moto_url, bucket, s3_events_amqp=rabbit_url, s3_events_exchange=names["exchange"],
                             s3_events_queue=names["queue"], reconcile_interval=0, sidecar_wait=30)
     intake = RecordingIntake()
-    inbox = S3Inbox(settings.inbox.path, settings, intake)
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
     with Running(inbox):
         declared(rabbit_url, names["exchange"], names["queue"])
         client.put_object(Bucket=bucket, Key="drop/c/w.tif", Body=b"w")
@@ -266,7 +267,7 @@ def test_unsettled_event_comes_back_and_deletion_forgets(moto_url, bucket, rabbi
     assert intake.rasters == [] and queue_depth(rabbit_url, names["queue"]) == 1  # not acked: back in the queue
 
     settings = settings.replace(sidecar_wait=3.0)
-    inbox = S3Inbox(settings.inbox.path, settings, intake)
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
     with Running(inbox):
         wait_for(lambda: "c/w.tif" in inbox._info, what="the event delivered again")
         client.delete_object(Bucket=bucket, Key="drop/c/w.tif")

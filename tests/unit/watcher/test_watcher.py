@@ -16,6 +16,7 @@ import pytest
 from stacdrop.config import Settings
 from stacdrop.messages import Priority, Refusal, Source
 from stacdrop.sidecar import SidecarDocument, sidecar_document
+from stacdrop.app.components import watcher_settings
 from watcher.inbox import LocalInbox
 from watcher.naming import classify, collection_of, is_ignored, stem
 from watcher.pairing import EmitCollection, EmitRaster, Pairer
@@ -152,9 +153,9 @@ def test_collection_and_ignored() -> None:
 
 
 def test_sidecar_document() -> None:
-    assert sidecar_document(b'\xef\xbb\xbf{"id": "x"}', "c/a.json", None, "c").text == '{"id": "x"}'
-    assert sidecar_document('{"title": "été"}'.encode(), "c/a.json", None, "c").text == '{"title": "été"}'
-    latin1 = sidecar_document(b'{"title": "\xe9t\xe9"}', "c/a.json", None, "c")  # the processor fails it
+    assert sidecar_document(b'\xef\xbb\xbf{"id": "x"}', "c/a.json", None, "c", limit=None).text == '{"id": "x"}'
+    assert sidecar_document('{"title": "été"}'.encode(), "c/a.json", None, "c", limit=None).text == '{"title": "été"}'
+    latin1 = sidecar_document(b'{"title": "\xe9t\xe9"}', "c/a.json", None, "c", limit=None)  # the processor fails it
     assert latin1.text is None and latin1.error_class == "invalid_sidecar" and "not UTF-8" in latin1.error
     assert latin1.size == 16 and latin1.sha256 == hashlib.sha256(b'{"title": "\xe9t\xe9"}').hexdigest()
 
@@ -231,7 +232,7 @@ def inbox_dir(tmp_path: Path) -> Path:
 class Running:
     def __init__(self, root: Path, intake: RecordingIntake, settings: Settings = SETTINGS) -> None:
         self.stop = threading.Event()
-        self.inbox = LocalInbox(root, settings, intake)
+        self.inbox = LocalInbox(root, watcher_settings(settings), intake)
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -346,7 +347,7 @@ def test_restart_with_unchanged_tree_submits_nothing(inbox_dir: Path, run_inbox:
     counts = (len(intake.rasters), len(intake.collections))
 
     second = run_inbox(inbox_dir, intake)
-    time.sleep(SETTINGS.settle_time + SETTINGS.sidecar_wait + 1.5)
+    time.sleep(SETTINGS.inbox.settle_time + SETTINGS.inbox.sidecar_wait + 1.5)
     assert (len(intake.rasters), len(intake.collections)) == counts
     # ... but a change made while stopped is found by the start-up scan
     second.close()
@@ -418,7 +419,7 @@ def test_deleted_before_sidecar_wait_is_forgotten(inbox_dir: Path, run_inbox: Ca
     (inbox_dir / "c" / "gone.tif").unlink()
     (inbox_dir / "c" / "kept.tif").write_bytes(b"K")
     wait_for(lambda: intake.keys())
-    time.sleep(SETTINGS.sidecar_wait)
+    time.sleep(SETTINGS.inbox.sidecar_wait)
     assert intake.keys() == ["c/kept.tif"]
 
 
