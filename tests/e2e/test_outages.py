@@ -29,9 +29,9 @@ from tests.support.daemon import (
     write_sidecar,
 )
 from tests.support.rasters import write_geotiff
+from tests.support.s3_store import new_bucket, s3, s3_env
 from tests.support.s3proxy import Proxy
 from tests.support.stac_api import StacApiServer, check_available
-from tests.e2e.test_e2e_s3_store import new_bucket, s3, s3_env
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
 

@@ -9,6 +9,7 @@ database. Needs PostgreSQL with PostGIS (``scripts/services.sh`` installs it) an
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -44,8 +45,8 @@ def _dsn_parts(dsn: str) -> dict[str, str]:
 def check_available(admin_dsn: str) -> None:
     """Raise ServiceUnavailable when stac-fastapi-pgstac, pypgstac or PostGIS are missing."""
     try:
-        import pypgstac  # noqa: F401, PLC0415
-        import stac_fastapi.pgstac  # noqa: F401, PLC0415
+        for module in ("pypgstac", "stac_fastapi.pgstac"):  # importable, not only present on the path
+            importlib.import_module(module)
     except ImportError as exc:
         raise ServiceUnavailable(f"stac-fastapi-pgstac / pypgstac not installed ({exc}): pip install -e '.[test]'")
     import psycopg  # noqa: PLC0415

@@ -259,7 +259,7 @@ def test_publisher_batch_with_one_rejected_item_publishes_the_others(tmp_path, s
     from stacdrop.messages import Envelope
     from stacdrop.retry import RetryPolicy
     from stacdrop.runtime import StageRunner
-    from tests.unit.publisher.test_publisher_derive import make_ready
+    from tests.support.raster_ready import make_ready
 
     real_prepare = publish_handler.prepare_raster
 
