@@ -13,7 +13,6 @@ import importlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,10 @@ from pathlib import Path
 
 import requests
 
-from tests.support.services import ServiceUnavailable
+from tests.support.services import ServiceUnavailable, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-s3cr3t"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dsn_parts(dsn: str) -> dict[str, str]:

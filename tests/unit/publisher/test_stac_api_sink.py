@@ -14,7 +14,8 @@ from publisher.stac_api import StacApiSink
 from publisher.verify import read_back_difference
 from stacdrop.config import Settings
 from stacdrop.errors import CatalogUnavailable, DuplicateItem, InvalidItem, UnknownCollection
-from tests.support.stac_api import TOKEN, free_port
+from tests.support.stac_api import TOKEN
+from tests.support.services import free_port
 from tests.support.stac_items import make_collection, make_item
 
 pytestmark = pytest.mark.postgres
