@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from stacdrop.bus import open_bus
 from stacdrop.bus.base import Bus
 from stacdrop.ledger import Ledger
-from tests.support.api_server import FileServer
 from tests.support.daemon import base_env
+from tests.support.http_server import FileServer
 from tests.support.rasters import write_geotiff
 from tests.support.services import (
     MotoServer,

@@ -99,6 +99,14 @@ class EventTally:
             self.watermark = upper
 
 
+def up_gauge(name: str, dependency: str, answered: bool) -> GaugeMetricFamily:
+    """The 0/1 gauge ``name`` of one dependency: 1 when ``dependency`` answered this scrape, 0 when asking
+    it failed (the scrape itself still succeeds, so the outage is a value an alert can read)."""
+    up = GaugeMetricFamily(name, f"1 when {dependency} answered this scrape")
+    up.add_metric([], 1 if answered else 0)
+    return up
+
+
 class StacdropCollector(Collector):
     """A prometheus_client collector over one ledger and (optionally) one bus.
 
@@ -129,17 +137,13 @@ class StacdropCollector(Collector):
 
     # -- ledger ----------------------------------------------------------------------------------------
     def _ledger_metrics(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("stacdrop_ledger_up", "1 when the job ledger answered this scrape")
         try:
             with self.ledger.reports() as reports:
-                metrics = self._query_ledger(reports)
+                metrics, answered = self._query_ledger(reports), True
         except Exception as exc:  # noqa: BLE001 - a scrape reports the outage instead of failing
             log.warning("metrics: ledger query failed", error=str(exc))
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
+            metrics, answered = [], False
+        yield up_gauge("stacdrop_ledger_up", "the job ledger", answered)
         yield from metrics
 
     def _query_ledger(self, reports: Reports) -> list[Metric]:
@@ -205,18 +209,16 @@ class StacdropCollector(Collector):
     def _bus_metrics(self) -> Iterator[Metric]:
         if self._bus is None:
             return
-        up = GaugeMetricFamily("stacdrop_bus_up", "1 when the bus answered this scrape")
         try:
             with self._bus_lock:
                 bus = self._bus() if callable(self._bus) and not isinstance(self._bus, Bus) else self._bus
                 stats = bus.stats()
         except Exception as exc:  # noqa: BLE001 - a scrape reports the outage instead of failing
             log.warning("metrics: bus stats failed", error=str(exc))
-            up.add_metric([], 0)
-            yield up
+            stats = None
+        yield up_gauge("stacdrop_bus_up", "the bus", answered=stats is not None)
+        if stats is None:
             return
-        up.add_metric([], 1)
-        yield up
         depth = GaugeMetricFamily("stacdrop_queue_messages", "Messages in a stage's queue by status",
                                   labels=["queue", "status"])
         dead = GaugeMetricFamily("stacdrop_dead_letters", "Dead letters of a stage's queue", labels=["queue"])

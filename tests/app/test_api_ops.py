@@ -11,8 +11,9 @@ import pytest
 
 from stacdrop.app.api.compat import ORIGINAL_STEPS, original_operation, source_url
 from stacdrop.ledger import Job
-from tests.support.api_server import ApiServer, FileServer
+from tests.support.api_server import ApiServer
 from tests.support.daemon import base_env
+from tests.support.http_server import FileServer
 from tests.support.rasters import write_geotiff
 from tests.support.services import free_port
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.api_server import ApiServer, FileServer
+from tests.support.api_server import ApiServer
 from tests.support.daemon import base_env
+from tests.support.http_server import FileServer
 
 TOKEN = "another-s3cret"
 

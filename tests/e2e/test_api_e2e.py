@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.api_server import ApiServer, FileServer
+from tests.support.api_server import ApiServer
 from tests.support.daemon import DaemonProcess, base_env, catalog_items, wait_until
+from tests.support.http_server import FileServer
 from tests.support.rasters import write_geotiff
 from tests.support.services import delete_rabbit_prefix, unique_prefix
 

@@ -3,10 +3,8 @@ the moto server (over HTTP), items whose hrefs rasterio opens through ``stacdrop
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
@@ -16,7 +14,6 @@ from stacdrop.config import Settings
 from stacdrop.s3 import rasterio_env
 from tests.support.daemon import (
     DaemonProcess,
-    base_env,
     catalog_items,
     ledger_for,
     settled_jobs,
@@ -25,32 +22,10 @@ from tests.support.daemon import (
     write_sidecar,
 )
 from tests.support.rasters import write_geotiff
+from tests.support.s3_store import SECRET, new_bucket, s3, s3_env
 from tests.support.s3proxy import Proxy
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
-
-SECRET = "moto-secret-not-in-logs"
-
-
-def s3(url: str):  # noqa: ANN201
-    return boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key=SECRET,
-                        region_name="us-east-1")
-
-
-def new_bucket(url: str) -> str:
-    name = f"cogs-{uuid.uuid4().hex[:12]}"
-    s3(url).create_bucket(Bucket=name)
-    return name
-
-
-def s3_env(root: Path, endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
-    env = base_env(root, STACDROP_STORE=f"s3://{bucket}/io", AWS_ENDPOINT_URL=endpoint,
-                   ARBUTUS_OBJECT_ACCESS_ID="test", ARBUTUS_OBJECT_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
-                   **extra)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
-        env.pop(name, None)
-    return env
-
 
 def test_cogs_land_in_the_bucket_and_hrefs_read(tmp_path: Path, moto_url: str) -> None:
     bucket = new_bucket(moto_url)

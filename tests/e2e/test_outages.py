@@ -16,7 +16,7 @@ import pytest
 import requests
 from rasterio.transform import from_origin
 
-from tests.support.api_server import ApiServer, FileServer
+from tests.support.api_server import ApiServer
 from tests.support.daemon import (
     DaemonProcess,
     base_env,
@@ -28,10 +28,11 @@ from tests.support.daemon import (
     write_collection,
     write_sidecar,
 )
+from tests.support.http_server import FileServer
 from tests.support.rasters import write_geotiff
+from tests.support.s3_store import new_bucket, s3, s3_env
 from tests.support.s3proxy import Proxy
 from tests.support.stac_api import StacApiServer, check_available
-from tests.e2e.test_e2e_s3_store import new_bucket, s3, s3_env
 
 pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast suite is -m 'not e2e')
 
@@ -123,7 +124,7 @@ def test_source_host_down_longer_than_the_retry_budget_dead_letters_nothing(tmp_
                    STACDROP_COLLECTIONS=json.dumps({"remote": {"create_if_missing": True}}), **BUDGET)
     with FileServer(tmp_path / "www") as files:
         write_geotiff(files.root / "far.tif", width=64, height=64)
-        proxy = Proxy(files.httpd.server_address[1])
+        proxy = Proxy(files.port)
         host = proxy.url.replace("127.0.0.1", "localhost")
         api = ApiServer(tmp_path, env)
         try:

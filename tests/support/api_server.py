@@ -1,10 +1,8 @@
-"""Run ``stacdrop serve`` as a subprocess on a free port, and serve files over HTTP, for the API tests."""
+"""Run ``stacdrop serve`` as a subprocess on a free port, for the API tests (files over HTTP:
+tests/support/http_server.py)."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,30 +41,3 @@ class ApiServer(DaemonProcess):
     def post(self, path: str, json: Any = None, **kwargs: Any) -> requests.Response:  # noqa: A002
         headers = {**self.headers(), **kwargs.pop("headers", {})}
         return requests.post(self.url + path, json=json, headers=headers, timeout=60, **kwargs)
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class FileServer:
-    """A directory over HTTP on 127.0.0.1 (HEAD and GET, Content-Length and Last-Modified, no ETag).
-
-    ``url`` names the host ``localhost`` so that listing ``localhost`` in allowed_hosts lets it through
-    the SSRF check, as an operator would list an internal file host by name."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-        self.url = f"http://localhost:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FileServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -9,10 +9,10 @@ database. Needs PostgreSQL with PostGIS (``scripts/services.sh`` installs it) an
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,16 +22,10 @@ from pathlib import Path
 
 import requests
 
-from tests.support.services import ServiceUnavailable
+from tests.support.services import ServiceUnavailable, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-s3cr3t"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dsn_parts(dsn: str) -> dict[str, str]:
@@ -44,8 +38,8 @@ def _dsn_parts(dsn: str) -> dict[str, str]:
 def check_available(admin_dsn: str) -> None:
     """Raise ServiceUnavailable when stac-fastapi-pgstac, pypgstac or PostGIS are missing."""
     try:
-        import pypgstac  # noqa: F401, PLC0415
-        import stac_fastapi.pgstac  # noqa: F401, PLC0415
+        for module in ("pypgstac", "stac_fastapi.pgstac"):  # importable, not only present on the path
+            importlib.import_module(module)
     except ImportError as exc:
         raise ServiceUnavailable(f"stac-fastapi-pgstac / pypgstac not installed ({exc}): pip install -e '.[test]'")
     import psycopg  # noqa: PLC0415

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from stacdrop.app.api.auth import require_read, require_write
 from stacdrop.app.api.deps import ApiState, get_state
@@ -20,7 +21,7 @@ from stacdrop.app.api.submit import JsonBodyRoute, key_for, name_from_url, submi
 from stacdrop.bus.base import DeadLetter, DeadLetterFilter
 from stacdrop.app.deadletters import replay_dead_letters
 from stacdrop.errors import StacdropError
-from stacdrop.ledger import Job, JobState, Stage
+from stacdrop.ledger import Event, Job, JobState, Stage
 from stacdrop.times import parse_since, utcnow
 from stacdrop.sidecar import shown
 
@@ -59,14 +60,17 @@ class JobSummary(BaseModel):
     item_bbox: list[float] | None = Field(default=None, description="WGS84 bbox of the published item")
 
 
-class JobEvent(BaseModel):
-    at: str
-    stage: str
-    step: str
-    status: str
-    attempt: int | None
-    error_class: str | None
-    message: str | None
+# One event of a job's history: the ledger's Event field for field (the list is written once, in
+# stacdrop/ledger/jobs.py), with ``at`` as ISO 8601 text; job_event turns one into the other.
+JobEvent = create_model(
+    "JobEvent",
+    **{f.name: (str if f.name == "at" else get_type_hints(Event)[f.name], ...) for f in dataclasses.fields(Event)},
+)
+
+
+def job_event(event: Event) -> dict[str, Any]:
+    """The API's JSON of one ledger event (the fields of ``JobEvent``)."""
+    return {**{f.name: getattr(event, f.name) for f in dataclasses.fields(Event)}, "at": event.at.isoformat()}
 
 
 class JobDetail(JobSummary):
@@ -231,9 +235,7 @@ def get_job(job_id: str, api: ApiState = Depends(get_state)) -> dict[str, Any]:
     job = api.ledger.get(job_id, with_events=True)
     if job is None:
         raise HTTPException(404, f"no job {job_id!r}")
-    events = [{"at": e.at.isoformat(), "stage": e.stage, "step": e.step, "status": e.status, "attempt": e.attempt,
-               "error_class": e.error_class, "message": e.message} for e in job.events]
-    return {**job_summary(job), "events": events}
+    return {**job_summary(job), "events": [job_event(e) for e in job.events]}
 
 
 @write.post("/jobs", response_model=JobSummary, status_code=202,

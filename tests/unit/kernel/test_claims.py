@@ -30,7 +30,7 @@ from tests.support.stages import (
 )
 
 
-def test_a_fresh_claim_keeps_others_off_until_it_is_stale(ledger: Ledger) -> None:  # noqa: F811
+def test_a_fresh_claim_keeps_others_off_until_it_is_stale(ledger: Ledger) -> None:
     assert ledger.claim("job1", "process", "a", stale_after=0.5)
     assert not ledger.claim("job1", "process", "b", stale_after=0.5)
     assert ledger.claim("job1", "process", "a", stale_after=0.5)  # the owner renews
@@ -123,7 +123,7 @@ def _close_connections_of(pid: int, prefix: str) -> int:
 
 
 @pytest.mark.e2e
-def test_a_connection_cut_mid_conversion_converts_once(tmp_path: Path, rabbit_env: dict[str, str]) -> None:  # noqa: F811
+def test_a_connection_cut_mid_conversion_converts_once(tmp_path: Path, rabbit_env: dict[str, str]) -> None:
     require_management()
     inbox = tmp_path / "inbox"
     write_collection(inbox, "clim")

@@ -4,7 +4,9 @@ imports and TYPE_CHECKING blocks included):
 - the kernel (``stacdrop/`` but ``stacdrop/app/``) imports no stage and no app module;
 - a stage (``watcher``, ``processor``, ``publisher``) imports only the kernel and itself;
 - the app reaches a stage only through what its package exports (``from processor import ...``);
-- no modules import each other, directly or around a longer circle.
+- no modules import each other, directly or around a longer circle;
+- no module imports another module's private name (``from x import _name``): a shared thing gets a
+  public name at its home.
 
 Run it alone: ``pytest tests/unit/kernel/test_layers.py``.
 """
@@ -27,24 +29,55 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
+def _package(name: str) -> str:
+    """The package relative imports of module ``name`` start from."""
+    return name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from ... import`` reads from, with a relative import resolved against ``package``."""
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*anchor, *([base] if base else [])])
+    return base
+
+
 def _imports(name: str) -> list[tuple[str, int]]:
     """``(imported module, line)`` for every import in module ``name``; ``from pkg import sub`` names
     ``pkg.sub`` when ``sub`` is a module."""
     path = MODULES[name]
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = _package(name)
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, *([base] if base else [])])
+            base = _absolute(node, package)
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 found.append((sub if sub in MODULES else base, node.lineno))
     return [(target, line) for target, line in found if target.split(".")[0] in PACKAGES]
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_imports(source: str, name: str) -> list[str]:
+    """``module:line imports target._name`` for every ``from target import _name`` in ``source`` (the text
+    of module ``name``) where ``target`` is another product module, relative or absolute."""
+    package = _package(name) if name in MODULES else name.rpartition(".")[0]
+    wrong = []
+    for node in ast.walk(ast.parse(source, name)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = _absolute(node, package)
+        if base.split(".")[0] not in PACKAGES or base == name:
+            continue
+        wrong += [f"{name}:{node.lineno} imports {base}.{alias.name}" for alias in node.names
+                  if _is_private(alias.name)]
+    return wrong
 
 
 def _layer(name: str) -> str:
@@ -94,3 +127,30 @@ def test_the_walk_sees_imports() -> None:
     """The checks above must be able to fail: the walk finds a known stage import of the app."""
     assert "processor" in {target for target, _ in _imports("stacdrop.app.components")}
     assert "processor.store" in {target for target, _ in _imports("processor.stores")}
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    wrong = [found for name, path in MODULES.items() for found in _private_imports(path.read_text(), name)]
+    assert wrong == []
+
+
+def test_the_private_name_check_sees_private_imports() -> None:
+    """The check above must be able to fail: absolute and relative imports of a private name are found,
+    public names, dunders, outside packages and a module's own name are not."""
+    source = (
+        "from __future__ import annotations\n"
+        "from stacdrop.times import _parse, utcnow\n"
+        "from .base import _Helper\n"
+        "from .. import _registry\n"
+        "from os import _exit\n"
+        "from stacdrop.bus import open_bus as _open_bus\n"
+        "from processor import __version__\n"
+        "def f():\n"
+        "    from publisher.sinks import _local\n"
+    )
+    assert _private_imports(source, "stacdrop.bus.example") == [
+        "stacdrop.bus.example:2 imports stacdrop.times._parse",
+        "stacdrop.bus.example:3 imports stacdrop.bus.base._Helper",
+        "stacdrop.bus.example:4 imports stacdrop._registry",
+        "stacdrop.bus.example:9 imports publisher.sinks._local",
+    ]

@@ -11,7 +11,6 @@ so the subprocess tests also run, and fail, against a build without the fix.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
@@ -27,8 +26,9 @@ import pytest
 import requests
 from hypothesis import HealthCheck, assume, given, settings as hsettings, strategies as st
 
-from tests.support.api_server import ApiServer, FileServer
+from tests.support.api_server import ApiServer
 from tests.support.daemon import STACDROP, DaemonProcess, base_env, bus_for, ledger_for, wait_until
+from tests.support.http_server import FileServer, LocalHttpServer, QuietHandler
 from tests.support.services import free_port
 from stacdrop.app.components import processor_settings
 
@@ -238,32 +238,25 @@ def test_api_middleware_redacts_json_and_text_answers() -> None:
 
 
 # -- a fake cloud metadata service ------------------------------------------------------------------------
-class CountingServer:
+class _Counting(QuietHandler):
+    server: CountingServer
+
+    def _answer(self) -> None:
+        self.server.requests.append(f"{self.command} {self.path}")
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_POST = _answer  # noqa: N815
+
+
+class CountingServer(LocalHttpServer):
     """An HTTP server on 127.0.0.1 that answers 404 to everything and counts what it was asked."""
 
     def __init__(self) -> None:
         self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                outer.requests.append(f"{self.command} {self.path}")
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_PUT = do_POST = _answer  # noqa: N815
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_Counting)
+        self.start()
 
 
 def no_aws_env(root: Path, metadata: CountingServer, *, container: bool = False) -> dict[str, str]:
@@ -403,47 +396,40 @@ def test_stacdrop_config_masks_every_password(tmp_path: Path) -> None:
 
 
 # -- a job failing on a redirect to a presigned URL ----------------------------------------------------------
-class PresigningServer:
+class _Presigning(QuietHandler):
+    server: PresigningServer
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "4096")
+        self.send_header("Last-Modified", formatdate(usegmt=True))
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
+        query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={CREDENTIAL}%2F20240101%2Fus-east-1"
+                 f"%2Fs3%2Faws4_request&X-Amz-Expires=1&X-Amz-SignedHeaders=host&X-Amz-Signature={SIGNATURE}")
+        if self.path.startswith("/bucket/"):
+            self.send_response(403)
+            body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        target = f"s3://bucket/{name}?{query}" if name.startswith("s3") else f"{self.server.url}/bucket/{name}?{query}"
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class PresigningServer(LocalHttpServer):
     """A file host that answers HEAD with the file's headers but redirects GET to a presigned URL that has
     expired by then (403), or to an ``s3://`` presigned URL; like a portal fronting a bucket."""
 
     def __init__(self) -> None:
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_HEAD(self) -> None:  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Length", "4096")
-                self.send_header("Last-Modified", formatdate(usegmt=True))
-                self.end_headers()
-
-            def do_GET(self) -> None:  # noqa: N802
-                name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
-                query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={CREDENTIAL}%2F20240101%2Fus-east-1"
-                         f"%2Fs3%2Faws4_request&X-Amz-Expires=1&X-Amz-SignedHeaders=host&X-Amz-Signature={SIGNATURE}")
-                if self.path.startswith("/bucket/"):
-                    self.send_response(403)
-                    body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                target = f"s3://bucket/{name}?{query}" if name.startswith("s3") else f"{outer.url}/bucket/{name}?{query}"
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_Presigning)
+        self.start()
 
 
 @pytest.mark.e2e

@@ -26,7 +26,7 @@ from stacdrop.bus.base import DeadLetterFilter
 from stacdrop.config import Settings
 from stacdrop.errors import InvalidSidecar
 from stacdrop.sidecar import Sidecar, parse_sidecar, sidecar_from_dict
-from tests.support.api_server import ApiServer, FileServer
+from tests.support.api_server import ApiServer
 from tests.support.daemon import (
     DaemonProcess,
     base_env,
@@ -37,6 +37,7 @@ from tests.support.daemon import (
     wait_until,
     write_collection,
 )
+from tests.support.http_server import FileServer
 from tests.support.rasters import write_geotiff
 
 # name -> (sidecar file bytes, what the one-line reason says)

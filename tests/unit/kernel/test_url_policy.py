@@ -9,11 +9,9 @@ hosts, other schemes and presigned URLs, DNS rebinding (a resolver hook: the onl
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from stacdrop.urls import UnsafeURL, check_source_url
 from stacdrop.app.components import processor_settings
 from tests.support.api_server import ApiServer
 from tests.support.daemon import base_env
+from tests.support.http_server import LocalHttpServer, QuietHandler
 
 SECRETS = ("pa55word", "s3cretsig", "X-Amz", "AKIAUSER")
 INTERNAL_BODY = b"INTERNAL-ONLY: loopback service"
@@ -45,33 +44,19 @@ PUBLIC_BODY = b"II*\x00public raster bytes"
 PUBLIC_LOOKING = "192.88.99.1"
 
 
-class Recorder(http.server.ThreadingHTTPServer):
+class Recorder(LocalHttpServer):
     """A host on 127.0.0.1 that records every request (method, path, Host header) and serves one file,
     404s, and the redirects it is told."""
-
-    daemon_threads = True
 
     def __init__(self, body: bytes) -> None:
         self.body = body
         self.seen: list[tuple[str, str, str]] = []
         self.redirects: dict[str, str] = {}
-        super().__init__(("127.0.0.1", 0), _Recording)
-        self.port = self.server_address[1]
-
-    def __enter__(self) -> "Recorder":
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
+        super().__init__(_Recording)
 
 
-class _Recording(http.server.BaseHTTPRequestHandler):
+class _Recording(QuietHandler):
     server: Recorder
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def _answer(self, with_body: bool) -> None:
         self.server.seen.append((self.command, self.path, self.headers.get("Host", "")))

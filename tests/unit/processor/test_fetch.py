@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 import uuid
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from stacdrop.errors import SourceNotFound
 from stacdrop.messages import IngestRequest, Source
 from stacdrop.urls import UnsafeURL, check_source_url
 from stacdrop.app.components import processor_settings
+from tests.support.http_server import LocalHttpServer, QuietHandler
 from tests.support.rasters import write_geotiff
 
 LOCAL = Settings(allowed_hosts=["127.0.0.1"])
@@ -33,21 +32,15 @@ def fast_backoff(monkeypatch):
     monkeypatch.setattr(fetch, "BACKOFF", 0.01)
 
 
-class Files(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
+class Files(LocalHttpServer):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.hits: dict[str, int] = {}
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(Handler)
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     server: Files
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
 
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
@@ -84,12 +77,8 @@ def web(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
     (root / "a.tif").write_bytes(os.urandom(300_000))
-    server = Files(root)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with Files(root) as server:
+        yield server
 
 
 def leftovers(workdir: Path) -> list[str]:

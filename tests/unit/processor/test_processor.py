@@ -19,7 +19,6 @@ from processor.store import LocalStore
 from processor.validate import validate_input
 from stacdrop.config import Settings
 from stacdrop.errors import (
-    ConfigError,
     InvalidRaster,
     InvalidSidecar,
     MissingSidecar,
@@ -28,6 +27,7 @@ from stacdrop.errors import (
 )
 from stacdrop.messages import IngestRequest, Source
 from stacdrop.app.components import processor_settings
+from tests.support.inbox import in_inbox
 from tests.support.rasters import IGH_WKT, write_geotiff
 
 CLASSES = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200, 210, 220}
@@ -65,12 +65,6 @@ def run(env, path: Path, *, collection="coll", sidecar: str | None = SIDECAR, se
     settings = in_inbox(settings or Settings(store=str(env["store"].root)), env["tmp"])
     on_step = steps.append if steps is not None else (lambda step: None)
     return process_raster(request, processor_settings(settings), env["store"], workdir=env["work"], on_step=on_step)
-
-
-def in_inbox(settings: Settings, root: Path) -> Settings:
-    """The test's folder is the inbox (the processor reads local files only inside the inbox), unless the
-    test chose one."""
-    return settings if "inbox" in settings.model_fields_set else settings.replace(inbox=str(root))
 
 
 def assert_clean(env):

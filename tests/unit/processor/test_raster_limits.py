@@ -28,7 +28,7 @@ from stacdrop.errors import DiskFull, NameTooLong, RasterTooLarge, SuspiciousRas
 from stacdrop.messages import IngestRequest, Source
 from stacdrop.app.components import processor_settings
 from tests.support.rasters import write_geotiff
-from tests.unit.processor.test_processor import in_inbox
+from tests.support.inbox import in_inbox
 
 SIDECAR = json.dumps({"id": "item-1", "datetime": "2020-01-01"})
 

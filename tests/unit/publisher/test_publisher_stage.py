@@ -9,7 +9,7 @@ from publisher.validation import validate_collection
 from stacdrop.config import Settings
 from stacdrop.errors import DuplicateItem, UnknownCollection
 from stacdrop.messages import CollectionUpdate, Source
-from tests.unit.publisher.test_publisher_derive import TEMPLATE, make_ready
+from tests.support.raster_ready import TEMPLATE, make_ready
 
 COLLECTION = {
     "type": "Collection", "stac_version": "1.1.0", "id": "chelsa", "description": "CHELSA climatologies",

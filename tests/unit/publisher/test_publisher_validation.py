@@ -8,7 +8,7 @@ from publisher.errors import InvalidCollection
 from publisher.validation import _validator, validate_collection, validate_item
 from stacdrop.config import CollectionSettings
 from stacdrop.errors import InvalidItem
-from tests.unit.publisher.test_publisher_derive import TEMPLATE, make_ready
+from tests.support.raster_ready import TEMPLATE, make_ready
 
 
 @pytest.fixture

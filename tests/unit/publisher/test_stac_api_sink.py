@@ -14,7 +14,8 @@ from publisher.stac_api import StacApiSink
 from publisher.verify import read_back_difference
 from stacdrop.config import Settings
 from stacdrop.errors import CatalogUnavailable, DuplicateItem, InvalidItem, UnknownCollection
-from tests.support.stac_api import TOKEN, free_port
+from tests.support.stac_api import TOKEN
+from tests.support.services import free_port
 from tests.support.stac_items import make_collection, make_item
 
 pytestmark = pytest.mark.postgres
@@ -259,7 +260,7 @@ def test_publisher_batch_with_one_rejected_item_publishes_the_others(tmp_path, s
     from stacdrop.messages import Envelope
     from stacdrop.retry import RetryPolicy
     from stacdrop.runtime import StageRunner
-    from tests.unit.publisher.test_publisher_derive import make_ready
+    from tests.support.raster_ready import make_ready
 
     real_prepare = publish_handler.prepare_raster
 

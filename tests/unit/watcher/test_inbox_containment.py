@@ -41,7 +41,7 @@ from tests.support.daemon import (
     write_sidecar,
 )
 from tests.support.rasters import write_geotiff
-from tests.unit.watcher.test_watcher import RecordingIntake
+from tests.support.recording_intake import RecordingIntake
 from watcher.inbox import LocalInbox
 
 SECRET = "AKIAEXAMPLE-S3CRET-9f2c"

@@ -7,16 +7,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stacdrop.config import Settings
-from stacdrop.messages import Priority, Refusal, Source
-from stacdrop.sidecar import SidecarDocument, sidecar_document
 from stacdrop.app.components import watcher_settings
+from stacdrop.messages import Priority
+from stacdrop.sidecar import sidecar_document
+from tests.support.recording_intake import RecordingIntake
 from watcher.inbox import LocalInbox
 from watcher.naming import classify, collection_of, is_ignored, stem
 from watcher.pairing import EmitCollection, EmitRaster, Pairer
@@ -161,52 +161,6 @@ def test_sidecar_document() -> None:
 
 
 # ---------------------------------------------------------------------------- local inbox
-
-
-@dataclass
-class RecordingIntake:
-    """A small stand-in for stacdrop.intake.Intake: records calls, dedups, remembers fingerprints."""
-
-    rasters: list[dict[str, Any]] = field(default_factory=list)
-    collections: list[dict[str, Any]] = field(default_factory=list)
-    fingerprints: dict[str, str] = field(default_factory=dict)
-    fail_keys: set[str] = field(default_factory=set)
-    seen: set[tuple[Any, ...]] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def submit_raster(self, *, source: Source, collection: str, sidecar: SidecarDocument | None, origin: str,
-                      priority: int, refused: Refusal | None = None) -> tuple[str, bool]:
-        if source.key in self.fail_keys:
-            self.fail_keys.discard(source.key)
-            raise RuntimeError("intake exploded")
-        with self.lock:
-            self.rasters.append(dict(source=source, collection=collection,
-                                     sidecar_text=sidecar.text if sidecar else None,
-                                     sidecar_name=sidecar.name if sidecar else None,
-                                     sidecar_error=sidecar.error if sidecar else None,
-                                     refused=refused, origin=origin, priority=priority))
-            dedup = (source.key, source.content_key, sidecar.sha256 if sidecar else None)
-            if dedup in self.seen:
-                return "job-earlier", False
-            self.seen.add(dedup)
-            return f"job-{len(self.rasters)}", True
-
-    def submit_collection(self, *, source: Source, collection: str, text: str, origin: str) -> str | None:
-        with self.lock:
-            self.collections.append(dict(source=source, collection=collection, text=text, origin=origin))
-            return f"col-{len(self.collections)}"
-
-    def fingerprint(self, key: str) -> str | None:
-        with self.lock:
-            return self.fingerprints.get(key)
-
-    def remember_fingerprint(self, key: str, fingerprint: str) -> None:
-        with self.lock:
-            self.fingerprints[key] = fingerprint
-
-    def keys(self) -> list[str]:
-        with self.lock:
-            return [r["source"].key for r in self.rasters]
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 20.0) -> Any:
