@@ -185,7 +185,8 @@ class S3Store(Store):
     def _already_there(self, obj: str, size: int, digest: str) -> bool:
         """A retry after the object was completed (a crash or a lost response): nothing to upload."""
         head = self._head(obj)
-        return bool(head) and head.get("ContentLength") == size and (head.get("Metadata") or {}).get("sha256") == digest
+        return head is not None and head.get("ContentLength") == size \
+            and (head.get("Metadata") or {}).get("sha256") == digest
 
     def _abort_stale(self, obj: str) -> None:
         """Abort the multipart uploads of this exact key left by an earlier attempt that died."""

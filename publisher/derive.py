@@ -72,7 +72,7 @@ def file_stem(key: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
 
 
-def _times_from_tags(tags: dict[str, str], source: str) -> tuple[dict[str, str | None], str | None]:
+def _times_from_tags(tags: Mapping[str, str], source: str) -> tuple[dict[str, str | None], str | None]:
     """Datetimes from raster tags and the tag that gave them (or empty)."""
     lower = {k.lower(): (k, v) for k, v in tags.items()}
     out: dict[str, str | None] = {}

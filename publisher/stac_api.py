@@ -321,7 +321,7 @@ class StacApiSink(Sink):
     def _existing_ids(self, cid: str, ids: list[str]) -> set[str]:
         body = {"collections": [cid], "ids": ids, "limit": len(ids),
                 "fields": {"include": ["id"], "exclude": ["geometry", "bbox", "assets", "properties", "links"]}}
-        return {f.get("id") for f in self._http.search(body)}
+        return {str(f["id"]) for f in self._http.search(body) if f.get("id")}
 
     # ------------------------------------------------------------------ extents
     def _grow_extent(self, cid: str, items: list[dict[str, Any]]) -> None:

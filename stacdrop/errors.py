@@ -32,6 +32,14 @@ class ErrorClass(StrEnum):
     transient: bool
     meaning: str
 
+    @classmethod
+    def of(cls, value: str) -> ErrorClass:
+        """The member whose text is ``value``; ValueError for a text that is not an error class."""
+        for member in cls:
+            if member.value == value:
+                return member
+        raise ValueError(f"{value!r} is not an error class")
+
     # Generic classes, when nothing more precise applies
     ERROR = "error", False, "an error stacdrop raised on purpose without a more precise class"
     PERMANENT = "permanent", False, "bad input or settings, no more precise class"
@@ -99,7 +107,7 @@ class StacdropError(Exception):
     def __init__(self, message: str, *, error_class: ErrorClass | None = None) -> None:
         super().__init__(message)
         if error_class is not None:
-            self.error_class = ErrorClass(error_class)
+            self.error_class = ErrorClass.of(error_class)
 
     @property
     def message(self) -> str:
@@ -244,7 +252,7 @@ def permanent_error(error_class: str, message: str) -> PermanentError:
         if cls.error_class == error_class:
             return cls(message)
     known = error_class in ErrorClass.__members__.values()
-    return PermanentError(message, error_class=ErrorClass(error_class) if known else ErrorClass.PERMANENT)
+    return PermanentError(message, error_class=ErrorClass.of(error_class) if known else ErrorClass.PERMANENT)
 
 
 def classify(exc: BaseException) -> tuple[str, bool]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -31,7 +31,7 @@ def redact_event(secrets: Iterable[str]) -> structlog.types.Processor:
     """A structlog processor masking secrets in every value of the event dict."""
     known = tuple(secrets)
 
-    def processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         return {key: redact_data(value if isinstance(value, PLAIN) else str(value), known)
                 for key, value in event_dict.items()}
 

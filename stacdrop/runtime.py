@@ -112,8 +112,8 @@ class StageRunner:
         self.batch_handler = batch_handler
         self.batch_size = batch_size
         self.batch_window = batch_window
-        self.stage = stage
-        self.queue = stage
+        self.stage = Stage(stage)
+        self.queue = str(stage)
         self.handler = handler
         self.bus = bus
         self.ledger = ledger
@@ -181,9 +181,9 @@ class StageRunner:
     # -- outages ----------------------------------------------------------------------------------------
     def _down(self, exc: Exception) -> str | None:
         """The dependency ``exc`` names when its probe fails now (once per delivery or batch), else None."""
-        dependency = getattr(exc, "dependency", None)
+        dependency: str | None = getattr(exc, "dependency", None)
         probe = self.probes.get(dependency) if dependency else None
-        if probe is None:
+        if dependency is None or probe is None:
             return None
         if dependency not in self._probed:
             try:

@@ -159,7 +159,7 @@ def load_json(raw: str | bytes, source: str) -> Any:
 
 
 def _where(path: tuple[str | int, ...]) -> str:
-    parts = []
+    parts: list[str] = []
     for part in path:
         parts.append(f"[{part}]" if isinstance(part, int) else ("." if parts else "") + shown(part, 40).strip("'\""))
     return "".join(parts) or "the top level"

@@ -120,6 +120,7 @@ class InboxFiles:
                             sidecar=sidecar)
         stat = (st.st_size, st.st_mtime_ns)
         refused: Refusal | None = None
+        content_key: str | None
         try:
             fd, _real = open_inbox_file(self.root, path, raster)
         except (OutsideInbox, NotRegularFile) as exc:

@@ -14,6 +14,7 @@ collection file, never more than the limit read.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -99,7 +100,7 @@ class S3Bucket:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
             if token:
                 kwargs["ContinuationToken"] = token
-            resp = self.retrying(f"LIST {prefix}", lambda kw=kwargs: self.client.list_objects_v2(**kw))
+            resp = self.retrying(f"LIST {prefix}", functools.partial(self.client.list_objects_v2, **kwargs))
             for item in resp.get("Contents", []):
                 yield Obj(item["Key"][len(self.prefix):], etag(item.get("ETag")), int(item.get("Size", 0)))
             token = resp.get("NextContinuationToken")

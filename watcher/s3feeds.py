@@ -20,6 +20,7 @@ to the consumer's own thread (pika and boto3 clients are not shared across threa
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -180,7 +181,7 @@ class EventFeeds:
                         break
                     if method is None:
                         continue
-                    token = Delivery(lambda g=generation, t=method.delivery_tag: acks.put((g, t)),
+                    token = Delivery(functools.partial(acks.put, (generation, method.delivery_tag)),
                                      f"amqp {method.delivery_tag}")
                     self._inbound.put((body, token))
             except Exception as exc:  # noqa: BLE001 - reconnect with backoff; unacked events come again
@@ -213,6 +214,7 @@ class EventFeeds:
                     handle = acks.get_nowait()
                 except queue.Empty:
                     return
+                assert client is not None  # flush() runs only once the client exists
                 client.delete_message(QueueUrl=self.sqs_url, ReceiptHandle=handle)
 
         while not stop.is_set():
@@ -222,7 +224,7 @@ class EventFeeds:
                 resp = client.receive_message(QueueUrl=self.sqs_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
                                               VisibilityTimeout=visibility)
                 for msg in resp.get("Messages", []):
-                    token = Delivery(lambda h=msg["ReceiptHandle"]: acks.put(h), f"sqs {msg.get('MessageId')}")
+                    token = Delivery(functools.partial(acks.put, msg["ReceiptHandle"]), f"sqs {msg.get('MessageId')}")
                     self._inbound.put((msg.get("Body", ""), token))
                 delay = 1.0
             except Exception as exc:  # noqa: BLE001

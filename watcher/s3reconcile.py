@@ -109,9 +109,9 @@ def group_siblings(diff: Iterable[tuple[str, Obj | None, str]]) -> Iterator[Grou
                 closing.setdefault(prefix, []).append((obj, changed))
         window[:] = keep
         for entries in closing.values():
-            changed = tuple(o for o, c in entries if c)
-            if changed:
-                yield Group(changed, tuple(o for o, c in entries if not c))
+            changed_objs = tuple(o for o, c in entries if c)
+            if changed_objs:
+                yield Group(changed_objs, tuple(o for o, c in entries if not c))
 
     changed_open = 0  # changed entries in the window: without any, closing is a plain filter
     for status, obj, rel in diff:

@@ -182,14 +182,14 @@ class StacdropCollector(Collector):
 
         self.tally.update(reports, now)
         with self.tally.lock:
-            stage = HistogramMetricFamily(
+            durations = HistogramMetricFamily(
                 "stacdrop_stage_duration_seconds",
                 "Time a stage attempt took, from its start to its outcome (succeeded, retrying or failed)",
                 labels=["stage", "outcome"],
             )
             for (name, outcome), hist in sorted(self.tally.durations.items()):
                 buckets, total = hist.exposition()
-                stage.add_metric([name, outcome], buckets, total)
+                durations.add_metric([name, outcome], buckets, total)
             retries = CounterMetricFamily("stacdrop_retries", "Stage attempts that failed and were retried",
                                           labels=["stage", "error_class"])
             for (name, error_class), count in sorted(self.tally.retries.items()):
@@ -202,7 +202,7 @@ class StacdropCollector(Collector):
             for collection, hist in sorted(self.tally.arrival.items()):
                 buckets, total = hist.exposition()
                 arrival.add_metric([collection], buckets, total)
-        out += [stage, retries, arrival]
+        out += [durations, retries, arrival]
         return out
 
     # -- bus -------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 from stacdrop.bus.base import BatchHandler, Bus, DeadLetter, DeadLetterFilter, Delivery, DeliveryHandler, QueueStats
 from stacdrop.messages import QUEUES, Envelope
@@ -166,7 +167,7 @@ class SqliteBus(Bus):
                     idle = min(self.max_poll_interval, idle * 1.5)
                     continue
                 idle = self.poll_interval
-                deliveries = [SqliteDelivery(self, queue, env, owner, redelivered=n > 1) for env, n in claimed]
+                deliveries: list[SqliteDelivery] = [SqliteDelivery(self, queue, env, owner, redelivered=n > 1) for env, n in claimed]
                 for d in deliveries:
                     self._hold_lease(d)
                 try:
@@ -184,7 +185,7 @@ class SqliteBus(Bus):
                                 deliveries.append(d)
                             continue
                         self._wait_for_publish(seq, min(left, self.poll_interval))
-                    handler(deliveries)
+                    handler(cast("list[Delivery]", deliveries))  # list is invariant; the handler only reads
                 finally:
                     for d in deliveries:
                         self._leases.pop(d.envelope.id, None)

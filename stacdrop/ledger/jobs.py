@@ -321,7 +321,7 @@ def _one_of(column: sa.Column[Any], names: list[str]) -> sa.ColumnElement[bool]:
 
 
 def _later_stages(stage: str) -> tuple[Stage, ...]:
-    return STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()  # type: ignore[arg-type]
+    return STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
 
 
 @functools.lru_cache(maxsize=256)

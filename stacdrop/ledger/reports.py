@@ -38,7 +38,7 @@ class Reports:
                       sa.func.coalesce(sa.func.sum(jobs.c.cog_size), 0))
             .group_by(jobs.c.state, jobs.c.kind, jobs.c.collection)
         )
-        return [tuple(row) for row in self.conn.execute(query)]  # type: ignore[misc]
+        return [tuple(row) for row in self.conn.execute(query)]
 
     def failed_jobs(self) -> list[tuple[str, str | None, int]]:
         """``(stage, error class, jobs)`` of the failed jobs (the (state, updated_at) index)."""
@@ -46,7 +46,7 @@ class Reports:
             sa.select(jobs.c.stage, jobs.c.error_class, sa.func.count())
             .where(jobs.c.state == JobState.FAILED.value).group_by(jobs.c.stage, jobs.c.error_class)
         )
-        return [tuple(row) for row in self.conn.execute(query)]  # type: ignore[misc]
+        return [tuple(row) for row in self.conn.execute(query)]
 
     def oldest_updates(self, states: Sequence[str]) -> list[tuple[str, str, datetime]]:
         """``(stage, state, the oldest last update)`` of the jobs in ``states``."""
@@ -64,7 +64,7 @@ class Reports:
             .where(jobs.c.state == JobState.PUBLISHED.value, jobs.c.item_bbox.is_not(None))
             .order_by(jobs.c.updated_at.desc()).limit(limit)
         )
-        return [tuple(row) for row in self.conn.execute(query)]  # type: ignore[misc]
+        return [tuple(row) for row in self.conn.execute(query)]
 
     # -- events (read by id range: the metrics' watermark) -----------------------------------------------
     def committed_event_bound(self, after: int, recent: datetime) -> int | None:
@@ -92,11 +92,11 @@ class Reports:
             closing = sa.select(events.c.job_id).where(
                 events.c.id > low, events.c.id <= high, events.c.stage.in_(stages), events.c.status.in_(outcomes))
             timed.append(events.c.job_id.in_(closing))
-        window = {"partition_by": (events.c.job_id, events.c.stage), "order_by": events.c.id}
+        partition, order = (events.c.job_id, events.c.stage), events.c.id
         attempts = (
             sa.select(events.c.id, events.c.stage, events.c.status, events.c.at,
-                      sa.func.lag(events.c.at).over(**window).label("started_at"),
-                      sa.func.lag(events.c.status).over(**window).label("previous"))
+                      sa.func.lag(events.c.at).over(partition_by=partition, order_by=order).label("started_at"),
+                      sa.func.lag(events.c.status).over(partition_by=partition, order_by=order).label("previous"))
             .where(*timed)
             .subquery()
         )

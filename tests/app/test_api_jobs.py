@@ -1,5 +1,5 @@
 """The API's job event is the ledger's event (stacdrop/ledger/jobs.py Event) field for field, ``at`` as ISO
-8601 text: the field list is written once, so a field added to the ledger's event shows in the API."""
+8601 text: a field added to the ledger's event and not to the API's fails here."""
 
 from __future__ import annotations
 

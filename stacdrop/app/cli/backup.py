@@ -74,6 +74,7 @@ def restore(ctx: Context, archive: str | None, database: str | None, drop_old: s
             lib.drop_old(ctx.settings, drop_old, database)
             click.echo(f"dropped database {drop_old}")
         else:
+            assert archive is not None  # one of the three was given (checked above)
             result = lib.restore(ctx.settings, archive, database, echo=click.echo)
             click.echo(f"database {result.database} is now the restored catalog "
                        f"(pgstac {result.check.pgstac_version}, {result.check.collections} collections, "

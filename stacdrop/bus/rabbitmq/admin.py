@@ -69,7 +69,7 @@ class Admin:
                     rates = work.get("message_stats") or {}
                     publish_rate = (rates.get("publish_details") or {}).get("rate")
                     ack_rate = (rates.get("ack_details") or {}).get("rate")
-                out.append(QueueStats(queue=q, ready=ready, unacked=unacked, retrying=retrying, dead=dead,  # type: ignore[arg-type]
+                out.append(QueueStats(queue=q, ready=ready, unacked=unacked, retrying=retrying, dead=dead,
                                       consumers=consumers, publish_rate=publish_rate, ack_rate=ack_rate))
         return out
 
@@ -89,7 +89,7 @@ class Admin:
         try:
             resp = requests.get(
                 f"{base}/api/queues/{urllib.parse.quote(vhost, safe='')}",
-                params={"page": 1, "page_size": 500, "name": f"^{self.topology.prefix}\\.", "use_regex": "true"},
+                params={"page": "1", "page_size": "500", "name": f"^{self.topology.prefix}\\.", "use_regex": "true"},
                 auth=creds, timeout=3,
             )
             resp.raise_for_status()

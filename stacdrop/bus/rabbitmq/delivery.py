@@ -13,6 +13,7 @@ while its handler is still running (the handler is not started twice: the redeli
 
 from __future__ import annotations
 
+import functools
 import math
 import queue as queue_module
 import threading
@@ -244,7 +245,7 @@ def ack_many(deliveries: list[Delivery]) -> None:
         by_session.setdefault(d.session, []).append(d)
     for session, group in by_session.items():
         try:
-            session.call(lambda s=session, g=group: s.op_ack_many(g))
+            session.call(functools.partial(session.op_ack_many, group))
         except (SessionLost, *LINK_ERRORS):
             pass  # the connection is gone: what it did not ack is settled one by one below
         for d in group:
