@@ -25,7 +25,7 @@ from publisher.errors import InvalidCollection
 from stacdrop.errors import InvalidItem, InvalidSidecar
 from stacdrop.sidecar import check_id
 from stacdrop.stac_terms import EXTENSION_PREFIXES, RelType
-from stacdrop.times import as_utc
+from stacdrop.times import NoTimeZone, parse_time
 
 
 @lru_cache(maxsize=4)
@@ -123,12 +123,11 @@ def _dt(value: Any, field: str, source: str, error: type[InvalidItem] = InvalidI
     if not isinstance(value, str):
         _fail(source, field, f"must be an RFC 3339 string, got {value!r}", error)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        _fail(source, field, f"{value!r} is not an RFC 3339 datetime", error)
-    if parsed.tzinfo is None:  # RFC 3339 requires the offset; a STAC item without one is invalid
+        return parse_time(value, naive_as_utc=False)  # RFC 3339 requires the offset
+    except NoTimeZone:
         _fail(source, field, f"{value!r} has no time zone (use Z)", error)
-    return as_utc(parsed)
+    except (ValueError, OverflowError):
+        _fail(source, field, f"{value!r} is not an RFC 3339 datetime", error)
 
 
 def _check_id(value: Any, field: str, source: str, error: type[InvalidItem]) -> None:

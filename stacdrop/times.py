@@ -19,10 +19,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_time(text: str) -> datetime:
-    """An RFC 3339 / ISO 8601 datetime as aware UTC; ``Z`` or ``z`` accepted, a naive time taken as UTC.
-    Raises ValueError for a text that is not one, OverflowError when UTC leaves the years 1-9999."""
+class NoTimeZone(ValueError):
+    """A datetime without an offset where RFC 3339 requires one (a STAC item's datetimes)."""
+
+
+def parse_time(text: str, *, naive_as_utc: bool = True) -> datetime:
+    """An RFC 3339 / ISO 8601 datetime as aware UTC; ``Z`` or ``z`` accepted, a naive time taken as UTC
+    (or refused with NoTimeZone when ``naive_as_utc`` is false). Raises ValueError for a text that is not
+    one, OverflowError when UTC leaves the years 1-9999."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None and not naive_as_utc:
+        raise NoTimeZone(text)
     return as_utc(parsed)
 
 

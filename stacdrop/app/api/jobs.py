@@ -22,7 +22,7 @@ from stacdrop.bus.base import DeadLetter, DeadLetterFilter
 from stacdrop.app.deadletters import replay_dead_letters
 from stacdrop.errors import StacdropError
 from stacdrop.ledger import Event, Job, JobState, Stage
-from stacdrop.times import parse_since, utcnow
+from stacdrop.times import parse_since, parse_time, utcnow
 from stacdrop.sidecar import shown
 
 
@@ -200,7 +200,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, job_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(job_id)
+        return parse_time(at), str(job_id)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise HTTPException(422, "cursor: not a cursor this API returned (pass next_cursor as is)") from None
 
