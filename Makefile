@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test services bench clean
+.PHONY: install run test lint services bench clean
 
 install: $(VENV)/.installed
 
@@ -16,9 +16,14 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/stacdrop run
 
-# Installs and starts what the tests talk to (RabbitMQ, PostgreSQL), then runs the whole suite.
-test: install services
+# Installs and starts what the tests talk to (RabbitMQ, PostgreSQL), runs the linters, then the whole suite.
+test: install services lint
 	STACDROP_REQUIRE_SERVICES=1 $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# ruff and mypy as configured in pyproject.toml ([tool.ruff], [tool.mypy]); both must be clean.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 services:
 	bash scripts/services.sh
