@@ -75,8 +75,9 @@ class Daemon:
     def _publish(self) -> None:
         sink = components.open_sink(self.settings, self.ledger)
         StageRunner(
-            "publish", make_publish_handler(self.settings.collection_settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
-            policy=self.policy, batch_handler=make_publish_batch_handler(self.settings.collection_settings, sink, self.ledger),
+            "publish", make_publish_handler(self.settings.collection_settings, sink, self.ledger),
+            bus=self.bus, ledger=self.ledger, policy=self.policy,
+            batch_handler=make_publish_batch_handler(self.settings.collection_settings, sink, self.ledger),
             batch_size=self.settings.stac_api.batch_size, batch_window=self.settings.stac_api.publish_batch_window,
             probes={"stac_api": lambda: check_stac(self.settings.stac)},
         ).run(self.stop)
