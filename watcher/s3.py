@@ -248,7 +248,7 @@ class S3Inbox:
                 log.info("s3 reconcile done", inbox=self.url, seconds=round(time.monotonic() - started, 3), **counts)
             except Stopped:
                 return
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("s3 reconcile failed", inbox=self.url)
             if interval <= 0:
                 return

@@ -90,7 +90,7 @@ class Daemon:
             try:
                 target()
                 return
-            except Exception:  # noqa: BLE001 - the daemon keeps running whatever one role hits
+            except Exception:  # the daemon keeps running whatever one role hits
                 log.exception("role crashed; restarting", role=name, restart_in=delay)
             if time.monotonic() - started > 60:
                 delay = 1.0

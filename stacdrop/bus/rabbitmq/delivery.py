@@ -354,7 +354,7 @@ class Runner:
                         log.warning("handler returned without settling; message returned to the queue",
                                     queue=self.queue, message_id=delivery.envelope.id)
                     delivery.release()
-        except Exception:  # noqa: BLE001 - never kill a pool thread
+        except Exception:  # never kill a pool thread
             log.exception("could not return the message; RabbitMQ will when the connection closes")
         finally:
             with self._lock:
