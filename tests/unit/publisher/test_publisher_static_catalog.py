@@ -97,7 +97,8 @@ def test_union_lon(a, b, expected):
 def test_upsert_collection_keeps_item_links_and_merges(cat):
     cat.put_item(make_item("a", bbox=(-10, 45, 0, 50)))
     new = make_collection(title="CHELSA v2", keywords=["climate"],
-                          extent={"spatial": {"bbox": [[0, 0, 1, 1]]}, "temporal": {"interval": [["2011-01-01T00:00:00Z", None]]}})
+                          extent={"spatial": {"bbox": [[0, 0, 1, 1]]},
+                                  "temporal": {"interval": [["2011-01-01T00:00:00Z", None]]}})
     del new["license"]
     assert cat.upsert_collection(new) == "updated"
     col = cat.get_collection("chelsa")
