@@ -28,10 +28,10 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stacdrop.bus import open_bus  # noqa: E402
-from stacdrop.bus.base import Bus, Delivery  # noqa: E402
-from stacdrop.bus.rabbitmq import RabbitBus  # noqa: E402
-from stacdrop.messages import Envelope, IngestRequest, Source  # noqa: E402
+from stacdrop.bus import open_bus
+from stacdrop.bus.base import Bus, Delivery
+from stacdrop.bus.rabbitmq import RabbitBus
+from stacdrop.messages import Envelope, IngestRequest, Source
 
 QUEUE = "process"
 
@@ -95,7 +95,7 @@ def run_bare(url: str, n: int, prefetch: int, pipeline: bool = False) -> tuple[f
         consumer.basic_qos(prefetch_count=prefetch)
         count = 0
 
-        def on_message(channel, method, _props, body) -> None:  # noqa: ANN001
+        def on_message(channel, method, _props, body) -> None:
             nonlocal count
             Envelope.from_bytes(body)  # the bus parses every message; so does any real consumer
             channel.basic_ack(method.delivery_tag)

@@ -23,20 +23,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-import rasterio.shutil  # noqa: E402
-from rasterio.transform import from_origin  # noqa: E402
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.transform import from_origin
 
-from processor.cogeo import ENV, check_output, cog_creation_options, is_valid_cog  # noqa: E402
-from processor.metadata import read_raster_metadata  # noqa: E402
-import processor.stage as stage_mod  # noqa: E402
-from processor.stage import process_raster  # noqa: E402
-from processor.store import LocalStore, sha256_file  # noqa: E402
-from processor.tiff import tiff_layout  # noqa: E402
-from processor.validate import check_blocks_readable, validate_input  # noqa: E402
-from stacdrop.config import Settings  # noqa: E402
-from stacdrop.messages import IngestRequest, Source  # noqa: E402
+from processor.cogeo import ENV, check_output, cog_creation_options, is_valid_cog
+from processor.metadata import read_raster_metadata
+import processor.stage as stage_mod
+from processor.stage import process_raster
+from processor.store import LocalStore, sha256_file
+from processor.tiff import tiff_layout
+from processor.validate import check_blocks_readable, validate_input
+from stacdrop.config import Settings
+from stacdrop.messages import IngestRequest, Source
 from stacdrop.app.components import processor_settings
 
 OUT = ROOT / "bench" / "out"
@@ -140,7 +140,8 @@ def components(src: Path, tmp: Path) -> None:
         ("sha256(cog)", timed(sha256_file, cog)),
         ("fsync(cog)", timed(fsync, cog)),
         ("read_raster_metadata(cog)", timed(read_raster_metadata, str(cog))),
-        ("not done: decode every input block up front", timed(check_blocks_readable, str(src), src.name, overviews=False)),
+        ("not done: decode every input block up front",
+         timed(check_blocks_readable, str(src), src.name, overviews=False)),
         ("not done: decode every COG block (as-is path only)", timed(check_blocks_readable, str(cog), src.name)),
     ]
     print("components (one run each):")

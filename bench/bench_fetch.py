@@ -24,17 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-from rasterio.transform import from_origin  # noqa: E402
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
 
-from processor.cogeo import ENV, cog_creation_options, convert_to_cog  # noqa: E402
-import rasterio.shutil  # noqa: E402
-from processor.fetch import fetch_source  # noqa: E402
-from stacdrop.config import Settings  # noqa: E402
-from stacdrop.s3 import rasterio_env, s3_client  # noqa: E402
+from processor.cogeo import ENV, cog_creation_options, convert_to_cog
+import rasterio.shutil
+from processor.fetch import fetch_source
+from stacdrop.config import Settings
+from stacdrop.s3 import rasterio_env, s3_client
 from stacdrop.app.components import processor_settings
-from tests.support.services import MotoServer  # noqa: E402
+from tests.support.services import MotoServer
 
 OUT = ROOT / "bench" / "out"
 

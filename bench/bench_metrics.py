@@ -28,9 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stacdrop.app.api.page import latest_footprints  # noqa: E402
-from stacdrop.ledger import Ledger  # noqa: E402
-from stacdrop.app.metrics import StacdropCollector  # noqa: E402
+from stacdrop.app.api.page import latest_footprints
+from stacdrop.ledger import Ledger
+from stacdrop.app.metrics import StacdropCollector
 
 FILL_JOBS = """
 INSERT INTO jobs (id, kind, source, source_key, content_key, collection, item_id, origin, priority, state,
@@ -45,7 +45,8 @@ SELECT md5(g::text), 'raster', '/inbox/c/' || g || '.tif', 'c/' || g || '.tif', 
        1000000 + g, 800000 + g,
        '[' || (g % 360 - 180) || ', ' || (g % 170 - 85) || ', ' || (g % 360 - 179) || ', ' || (g % 170 - 84) || ']',
        '{{}}', t0 + g * interval '1 second', t0 + g * interval '1 second' + (g % 600) * interval '1 second',
-       CASE WHEN g % 100 = 0 OR g % 997 = 0 THEN NULL ELSE t0 + g * interval '1 second' + (g % 600) * interval '1 second' END
+       CASE WHEN g % 100 = 0 OR g % 997 = 0 THEN NULL
+            ELSE t0 + g * interval '1 second' + (g % 600) * interval '1 second' END
 FROM generate_series({lo}, {hi}) AS g, (SELECT now() - interval '30 days' AS t0) AS base
 """
 
@@ -76,7 +77,7 @@ def fill_events(lo: int, hi: int) -> str:
     """
 
 
-def timed(fn, repeat: int = 1) -> list[float]:  # noqa: ANN001
+def timed(fn, repeat: int = 1) -> list[float]:
     out = []
     for _ in range(repeat):
         t = time.perf_counter()

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stacdrop.ledger import Ledger  # noqa: E402
-from stacdrop.ledger.schema import fingerprints  # noqa: E402 - seeded in bulk, below the Ledger API
-from watcher.s3reconcile import Group, Obj, group_siblings, merge_diff  # noqa: E402
+from stacdrop.ledger import Ledger
+from stacdrop.ledger.schema import fingerprints  # seeded in bulk, below the Ledger API
+from watcher.s3reconcile import Group, Obj, group_siblings, merge_diff
 
 NS = "s3://inbox/drop/"
 BATCH = 20000  # what the inbox asks for (stacdrop.intake.Intake.iter_fingerprints)
@@ -85,7 +85,7 @@ def diff_only(ledger: Ledger, keys: int, changed: set[int], gone: set[int]) -> t
 
 
 def naive(ledger: Ledger, keys: int, changed: set[int], gone: set[int]) -> tuple[int, int]:
-    import sqlalchemy as sa  # noqa: PLC0415
+    import sqlalchemy as sa
 
     listed = {o.rel: o.fingerprint for o in listing(keys, changed, gone)}
     with ledger.engine.connect() as conn:
@@ -95,7 +95,7 @@ def naive(ledger: Ledger, keys: int, changed: set[int], gone: set[int]) -> tuple
     return reported, deleted
 
 
-def measure(fn, *args) -> tuple[float, float, tuple[int, int]]:  # noqa: ANN001
+def measure(fn, *args) -> tuple[float, float, tuple[int, int]]:
     started = time.perf_counter()
     result = fn(*args)
     seconds = time.perf_counter() - started
@@ -128,9 +128,12 @@ def main() -> None:
         n_time, n_mem, n_res = measure(naive, ledger, args.keys, changed, gone)
         ledger.close()
     expected = len(changed - gone) + len(new - gone)
-    print(f"merge-join (streamed):  {s_time:6.2f} s  peak {s_mem:8.1f} MiB  reported {s_res[0]:,}  deleted {s_res[1]:,}")
-    print(f"merge-join, no grouping: {d_time:5.2f} s  peak {d_mem:8.1f} MiB  reported {d_res[0]:,}  deleted {d_res[1]:,}")
-    print(f"naive (two dicts):      {n_time:6.2f} s  peak {n_mem:8.1f} MiB  reported {n_res[0]:,}  deleted {n_res[1]:,}")
+    print(f"merge-join (streamed):  {s_time:6.2f} s  peak {s_mem:8.1f} MiB  "
+          f"reported {s_res[0]:,}  deleted {s_res[1]:,}")
+    print(f"merge-join, no grouping: {d_time:5.2f} s  peak {d_mem:8.1f} MiB  "
+          f"reported {d_res[0]:,}  deleted {d_res[1]:,}")
+    print(f"naive (two dicts):      {n_time:6.2f} s  peak {n_mem:8.1f} MiB  "
+          f"reported {n_res[0]:,}  deleted {n_res[1]:,}")
     print(f"ratio naive/streamed:   time {n_time / s_time:.2f}x  memory {n_mem / s_mem:.0f}x "
           f"(naive/merge-join alone: time {n_time / d_time:.2f}x  memory {n_mem / d_mem:.0f}x)")
     assert s_res[0] == d_res[0] == n_res[0] == expected, (s_res, d_res, n_res, expected)

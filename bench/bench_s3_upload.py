@@ -22,16 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import boto3  # noqa: E402
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-from rasterio.transform import from_origin  # noqa: E402
+import boto3
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
 
-from processor.s3store import S3Store  # noqa: E402
-from stacdrop.stac_terms import MediaType  # noqa: E402
-from stacdrop.config import Settings  # noqa: E402
-from stacdrop.s3 import s3_client  # noqa: E402
-from tests.support.services import MotoServer  # noqa: E402
+from processor.s3store import S3Store
+from stacdrop.stac_terms import MediaType
+from stacdrop.config import Settings
+from stacdrop.s3 import s3_client
+from tests.support.services import MotoServer
 
 OUT = ROOT / "bench" / "out"
 

@@ -24,9 +24,9 @@ import rasterio.shutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.daemon import DaemonProcess, base_env, ledger_for, wait_until, write_collection  # noqa: E402
-from tests.support.rasters import write_geotiff  # noqa: E402
-from processor.cogeo import ENV, cog_creation_options  # noqa: E402
+from tests.support.daemon import DaemonProcess, base_env, ledger_for, wait_until, write_collection
+from tests.support.rasters import write_geotiff
+from processor.cogeo import ENV, cog_creation_options
 
 # The same creation options and GDAL environment as the processor (default "average" resampling).
 COG_OPTIONS = dict(driver="COG", **cog_creation_options(resampling="average"))

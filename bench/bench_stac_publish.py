@@ -34,9 +34,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from publisher.stac_api import StacApiSink  # noqa: E402
-from stacdrop.config import Settings  # noqa: E402
-from tests.support.stac_api import StacApiServer, check_available  # noqa: E402
+from publisher.stac_api import StacApiSink
+from stacdrop.config import Settings
+from tests.support.stac_api import StacApiServer, check_available
 
 
 def make_collection(cid: str) -> dict:
@@ -93,8 +93,8 @@ def run_sink_single(url: str, items: list[dict], batch: int) -> None:  # noqa: A
 
 def make_ready_messages(cid: str, n: int) -> list:
     """Raster-ready bodies as the processor emits them (EPSG:4326 1-degree tiles, a datetime per sidecar)."""
-    from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady, Source, StoredObject  # noqa: PLC0415
-    from stacdrop.sidecar import sidecar_from_dict  # noqa: PLC0415
+    from stacdrop.messages import BandMetadata, RasterMetadata, RasterReady, Source, StoredObject
+    from stacdrop.sidecar import sidecar_from_dict
 
     bodies = []
     for i in range(n):
@@ -117,15 +117,15 @@ def make_ready_messages(cid: str, n: int) -> list:
 
 def run_publisher_stage(url: str, cid: str, n: int, batch: int, broker: str | None, ledger_url: str | None) -> float:
     """Seconds for the publish stage to publish ``n`` queued messages (enqueueing is not timed)."""
-    import tempfile  # noqa: PLC0415
-    import threading  # noqa: PLC0415
+    import tempfile
+    import threading
 
-    from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink  # noqa: PLC0415
-    from stacdrop.app.components import open_bus as open_bus_for  # noqa: PLC0415
-    from stacdrop.ledger import JobState, Ledger  # noqa: PLC0415
-    from stacdrop.messages import PUBLISH_QUEUE, Envelope  # noqa: PLC0415
-    from stacdrop.retry import RetryPolicy  # noqa: PLC0415
-    from stacdrop.runtime import StageRunner  # noqa: PLC0415
+    from publisher.handler import make_publish_batch_handler, make_publish_handler, open_sink
+    from stacdrop.app.components import open_bus as open_bus_for
+    from stacdrop.ledger import JobState, Ledger
+    from stacdrop.messages import PUBLISH_QUEUE, Envelope
+    from stacdrop.retry import RetryPolicy
+    from stacdrop.runtime import StageRunner
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(stac=url, stac_batch_size=batch, broker=broker or f"sqlite:///{tmp}/bus.db",
@@ -175,8 +175,8 @@ def run_requests_loop(url: str, items: list[dict], batch: int) -> None:  # noqa:
 
 
 def run_pypgstac(dsn: str, items: list[dict]) -> None:
-    from pypgstac.db import PgstacDB  # noqa: PLC0415
-    from pypgstac.load import Loader, Methods  # noqa: PLC0415
+    from pypgstac.db import PgstacDB
+    from pypgstac.load import Loader, Methods
 
     with PgstacDB(dsn=dsn) as db:
         Loader(db=db).load_items(iter(items), insert_mode=Methods.insert)
@@ -189,7 +189,8 @@ def main() -> None:
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     parser.add_argument("--skip-single", action="store_true", help="skip the sink.put_item-per-item run")
     parser.add_argument("--broker", default=None, help="publisher stage: bus URL (default: embedded SQLite)")
-    parser.add_argument("--ledger", default=None, help="publisher stage: URL of an empty ledger database (default: SQLite)")
+    parser.add_argument("--ledger", default=None,
+                        help="publisher stage: URL of an empty ledger database (default: SQLite)")
     args = parser.parse_args()
 
     check_available(args.dsn)
@@ -229,7 +230,8 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         assert count(url, cid) == args.n
         results["pypgstac load (b)"] = args.n / elapsed
-        print(f"{'pypgstac load (b)':<20} {args.n} items in {elapsed:7.2f} s  {results['pypgstac load (b)']:8.0f} items/s")
+        print(f"{'pypgstac load (b)':<20} {args.n} items in {elapsed:7.2f} s  "
+              f"{results['pypgstac load (b)']:8.0f} items/s")
 
         loop, floor = results["requests loop (a)"], results["pypgstac load (b)"]
         print()

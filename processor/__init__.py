@@ -7,4 +7,12 @@ from processor.stage import process_raster
 from processor.store import Store
 from processor.stores import open_store
 
-__all__ = ["ProcessorSettings", "SourceAccess", "Store", "make_process_handler", "open_store", "process_raster", "read_raster_metadata"]
+__all__ = [
+    "ProcessorSettings",
+    "SourceAccess",
+    "Store",
+    "make_process_handler",
+    "open_store",
+    "process_raster",
+    "read_raster_metadata",
+]

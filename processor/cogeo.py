@@ -30,7 +30,9 @@ OVERVIEWS = "IGNORE_EXISTING"
 ENV = {"GDAL_TIFF_INTERNAL_MASK": True}
 
 
-def cog_creation_options(*, resampling: str, target_crs: str | None = None, threads: str = "ALL_CPUS") -> dict[str, Any]:
+def cog_creation_options(
+    *, resampling: str, target_crs: str | None = None, threads: str = "ALL_CPUS"
+) -> dict[str, Any]:
     """The COG driver creation options the converter uses (the bench passes the same to the bare driver).
 
     PREDICTOR=YES makes the driver pick 2 (horizontal differencing) for integer types and 3 (floating point)

@@ -133,7 +133,9 @@ def _download_s3(url: str, dest: Path, access: SourceAccess) -> None:
                 raise ConfigError(f"{shown}: {problem.reason}") from None
             if problem.retryable:
                 raise _Retry(problem.reason, outage=problem.outage) from None
-            raise PermanentError(f"{shown}: cannot read: {problem.reason}", error_class=ErrorClass.SOURCE_ERROR) from None
+            raise PermanentError(
+                f"{shown}: cannot read: {problem.reason}", error_class=ErrorClass.SOURCE_ERROR
+            ) from None
 
     _with_retries(shown, attempt)
 

@@ -37,7 +37,12 @@ def _metadata(ds: rasterio.io.DatasetReader) -> RasterMetadata:
         crs_epsg = crs.to_epsg(confidence_threshold=EPSG_CONFIDENCE)
         crs_wkt2 = crs.to_wkt(version=WktVersion.WKT2_2019)
     flags = ds.mask_flag_enums  # once per dataset: linear
-    has_mask = bool(flags) and MaskFlags.per_dataset in flags[0] and MaskFlags.nodata not in flags[0] and MaskFlags.alpha not in flags[0]
+    has_mask = (
+        bool(flags)
+        and MaskFlags.per_dataset in flags[0]
+        and MaskFlags.nodata not in flags[0]
+        and MaskFlags.alpha not in flags[0]
+    )
     res_x, res_y = ds.res
     resolution = float(res_x) if math.isclose(res_x, res_y, rel_tol=1e-9) else float((res_x + res_y) / 2)
     band_info = _BandInfo(ds)
@@ -123,7 +128,10 @@ def _valid_mask(ds: rasterio.io.DatasetReader, data: np.ndarray, band_index: int
     valid: np.ndarray | None = None
     if MaskFlags.nodata in flags:
         nodata = info.nodatavals[band_index]
-        valid = ~np.isnan(band) if nodata is not None and math.isnan(nodata) else band != np.array(nodata).astype(band.dtype)
+        if nodata is not None and math.isnan(nodata):
+            valid = ~np.isnan(band)
+        else:
+            valid = band != np.array(nodata).astype(band.dtype)
     elif MaskFlags.all_valid not in flags:
         masks = ds.read_masks(band_index + 1, out_shape=band.shape)
         valid = masks != 0

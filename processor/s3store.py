@@ -140,7 +140,14 @@ class S3Store(Store):
 
     # -- put ------------------------------------------------------------------------------------------
 
-    def put(self, local_path: Path, key: str, *, content_type: str = MediaType.COG, move: bool = False) -> StoredObject:
+    def put(
+        self,
+        local_path: Path,
+        key: str,
+        *,
+        content_type: str = MediaType.COG,
+        move: bool = False,  # noqa: ARG002 - the Store interface; an upload always leaves the local file alone
+    ) -> StoredObject:
         obj = self.object_key(key)
         where = self.url(key)
         local_path = Path(local_path)
@@ -211,7 +218,7 @@ class S3Store(Store):
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                     return True
-            except Exception:  # noqa: BLE001 - the endpoint is down: the next put of this key aborts it
+            except Exception:  # noqa: BLE001, S110 - the endpoint is down: the next put of this key aborts it
                 pass
             time.sleep(0.2 * (attempt + 1))
         return False
@@ -287,7 +294,9 @@ class S3Store(Store):
         if len(got.split("-", 1)[0]) == _ETAG_MD5_LEN and got != etag:
             problems.append(f"ETag {got} != {etag}")
         if problems:
-            raise StoreError(f"{where}: check after upload failed: {'; '.join(problems)}", error_class=ErrorClass.STORE_CHECKSUM)
+            raise StoreError(
+                f"{where}: check after upload failed: {'; '.join(problems)}", error_class=ErrorClass.STORE_CHECKSUM
+            )
 
 
 def open_s3_store(url: str, s3: S3Settings, *, public_url: str | None = None) -> S3Store:

@@ -60,7 +60,7 @@ def process_raster(
     store: Store,
     *,
     workdir: Path,
-    on_step: Callable[[str], None] = lambda step: None,
+    on_step: Callable[[str], None] = lambda _step: None,
 ) -> RasterReady:
     key = request.source.key
     filename = posixpath.basename(key)
@@ -92,14 +92,16 @@ def process_raster(
         )
     check_id(collection, "collection", sidecar_name or key)
     coll = settings.collections.get(collection)
-    cog_key = store_key(coll.store_key, collection=collection, filename=filename, item_id=sidecar.id if sidecar else None)
+    cog_key = store_key(
+        coll.store_key, collection=collection, filename=filename, item_id=sidecar.id if sidecar else None
+    )
 
     workdir = Path(workdir)
     if not workdir.is_dir():
         workdir.mkdir(parents=True, exist_ok=True)
     _check_name_length(key, filename, [workdir, getattr(store, "root", None)])
     try:
-        return _process(request, settings, store, workdir, on_step, key, filename, sidecar, sidecar_name,
+        return _process(request, settings, store, workdir, on_step, key, sidecar, sidecar_name,
                         collection, coll, cog_key)
     except OSError as exc:
         # Our own file operations (temp names, the local store): classify the two that are not bugs.
@@ -136,7 +138,7 @@ def _check_name_length(key: str, filename: str, folders: list) -> None:
 
 
 def _process(request: IngestRequest, settings: ProcessorSettings, store: Store, workdir: Path,
-             on_step: Callable[[str], None], key: str, filename: str, sidecar: Sidecar | None,
+             on_step: Callable[[str], None], key: str, sidecar: Sidecar | None,
              sidecar_name: str | None, collection: str, coll: CollectionSettings, cog_key: str) -> RasterReady:
     on_step("fetch")
     with fetch_source(request.source.url, workdir, settings.access, name=key) as local:

@@ -150,7 +150,7 @@ class LocalStore(Store):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StoreError(f"{key}: cannot delete from the store: {exc.strerror}") from None
+            raise StoreError(f"{key}: cannot delete from the store: {exc.strerror}") from None  # noqa: S608 - a message, not SQL
 
     def put(self, local_path: Path, key: str, *, content_type: str = MediaType.COG, move: bool = False) -> StoredObject:
         final = self._path(key)
@@ -159,7 +159,7 @@ class LocalStore(Store):
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             if move and os.stat(local_path).st_dev == os.stat(final.parent).st_dev:
-                size, digest = self._move_in(local_path, tmp, final)
+                size, digest = self._move_in(local_path, final)
             else:
                 size, digest = self._copy_in(local_path, tmp, final)
         except FileNotFoundError as exc:
@@ -174,7 +174,7 @@ class LocalStore(Store):
         return StoredObject(href=self.href(key), key=key, size=size, sha256=digest, media_type=content_type)
 
     @staticmethod
-    def _move_in(local_path: Path, tmp: Path, final: Path) -> tuple[int, str]:
+    def _move_in(local_path: Path, final: Path) -> tuple[int, str]:
         size = os.path.getsize(local_path)
         if size <= _OVERLAP_MIN:
             # Small file: a thread would cost more than the overlap saves.

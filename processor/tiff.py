@@ -132,7 +132,7 @@ def tiff_layout(path: str | os.PathLike[str], size: int | None = None) -> TiffLa
                 entries[tag] = (ftype, count, raw)
             (next_ifd,) = struct.unpack(end + off_fmt, body[n * entry_len :])
 
-            def scalar(tag: int) -> int | None:
+            def scalar(tag: int, entries: dict[int, tuple[int, int, bytes]] = entries) -> int | None:
                 if tag not in entries:
                     return None
                 ftype, count, raw = entries[tag]

@@ -53,7 +53,9 @@ def validate_input(path: str, name: str, limits: Any = None) -> None:
             ds = rasterio.open(path)
         except RasterioError as exc:
             if is_tiff:
-                raise InvalidRaster(f"{name}: not a readable GeoTIFF (truncated or corrupt?): {gdal_message(exc)}") from None
+                raise InvalidRaster(
+                    f"{name}: not a readable GeoTIFF (truncated or corrupt?): {gdal_message(exc)}"
+                ) from None
             raise InvalidRaster(f"{name}: not a raster GDAL can read ({gdal_message(exc)})") from None
         with ds:
             if ds.driver != "GTiff" or not is_tiff:
@@ -101,7 +103,9 @@ def check_blocks_readable(path: str, name: str, *, overviews: bool = True, threa
                     _read_all(ds)
     except (RasterioError, CPLE_BaseError) as exc:
         where = "full resolution" if level is None else f"overview {level}"
-        raise InvalidRaster(f"{name}: pixel data cannot be read at {where} (corrupt or truncated): {gdal_message(exc)}") from None
+        raise InvalidRaster(
+            f"{name}: pixel data cannot be read at {where} (corrupt or truncated): {gdal_message(exc)}"
+        ) from None
 
 
 def _read_all(ds: rasterio.io.DatasetReader) -> None:

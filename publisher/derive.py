@@ -246,13 +246,18 @@ def derive_metadata(source: str, collection: str, settings: CollectionSettings, 
     for key in TIME_KEYS:
         if defaults.get(key) is not None:
             try:
-                default_times[key] = parse_datetime(defaults[key], f"properties.{key}", f"collection {collection} settings")
+                default_times[key] = parse_datetime(
+                    defaults[key], f"properties.{key}", f"collection {collection} settings"
+                )
             except InvalidSidecar as exc:
                 raise InvalidItem(f"{source}: {exc}") from None
     # The sidecar's datetimes are normalised already (stacdrop.sidecar.Sidecar): taken as they are.
     candidates: list[tuple[str, dict[str, str | None]]] = [
         ("sidecar", {k: getattr(sidecar, k) for k in TIME_KEYS} if sidecar is not None else {}),
-        ("key_template", {"datetime": tmpl.datetime, "start_datetime": tmpl.start_datetime, "end_datetime": tmpl.end_datetime}),
+        (
+            "key_template",
+            {"datetime": tmpl.datetime, "start_datetime": tmpl.start_datetime, "end_datetime": tmpl.end_datetime},
+        ),
         ("raster_tags", tag_times),
         ("default", default_times),
     ]
@@ -280,7 +285,8 @@ def derive_metadata(source: str, collection: str, settings: CollectionSettings, 
         if times.get("datetime") is None and not (start and end):
             raise InvalidItem(
                 f"{source}: the {time_rule.replace('_', ' ')} gives only "
-                f"{'start_datetime' if start else 'end_datetime'}: give both start_datetime and end_datetime, or a datetime"
+                f"{'start_datetime' if start else 'end_datetime'}: "
+                "give both start_datetime and end_datetime, or a datetime"
             )
         if start and end and parse_time(start) > parse_time(end):
             raise InvalidItem(f"{source}: start_datetime {start} is after end_datetime {end} (from the {time_rule})")

@@ -140,7 +140,7 @@ def _pole_enclosed(crs: CRS, ring_x: np.ndarray, ring_y: np.ndarray, mean_lat: f
     for lat in (90.0, -90.0):
         try:
             px, py = _from_wgs84(crs).transform(0.0, lat, errcheck=True)
-        except Exception:  # noqa: BLE001 - pole not representable in the CRS
+        except Exception:  # noqa: BLE001, S112 - pole not representable in the CRS
             continue
         if math.isfinite(px) and math.isfinite(py) and native.buffer(0).covers(shapely.Point(px, py)):
             return lat

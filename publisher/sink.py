@@ -96,7 +96,7 @@ class Sink(ABC):
             out.append(outcome)
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook with a default, not an abstract method
         """Release connections or locks. The default has nothing to release."""
 
     def __enter__(self) -> "Sink":

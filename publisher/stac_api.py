@@ -385,7 +385,7 @@ def _ids(item: Any) -> tuple[str, str]:
 
 def _without_server_links(doc: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(doc)
-    out["links"] = [l for l in out.get("links", []) if l.get("rel") not in SERVER_RELS]
+    out["links"] = [link for link in out.get("links", []) if link.get("rel") not in SERVER_RELS]
     return out
 
 

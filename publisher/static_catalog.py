@@ -161,10 +161,10 @@ class StaticCatalog(Sink):
             new["type"] = "Collection"
             new.setdefault("stac_version", STAC_VERSION)
             new.setdefault("stac_extensions", [])
-            other_links = [l for l in new.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
+            other_links = [link for link in new.get("links", []) if link.get("rel") not in STRUCTURAL_RELS]
             item_links: list[dict[str, Any]] = []
             if existing is not None:
-                item_links = [l for l in existing.get("links", []) if l.get("rel") == RelType.ITEM]
+                item_links = [link for link in existing.get("links", []) if link.get("rel") == RelType.ITEM]
                 merged = {**existing, **new}
                 if item_links and "extent" in existing:
                     # The stored extent covers the stored items: the new one may only widen it.
@@ -257,7 +257,7 @@ class StaticCatalog(Sink):
 
     def _item_with_links(self, item: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(item)
-        keep = [l for l in out.get("links", []) if l.get("rel") not in STRUCTURAL_RELS]
+        keep = [link for link in out.get("links", []) if link.get("rel") not in STRUCTURAL_RELS]
         out["links"] = [
             {"rel": RelType.ROOT.value, "href": "../../catalog.json", "type": MediaType.JSON.value},
             {"rel": RelType.PARENT.value, "href": "../collection.json", "type": MediaType.JSON.value},
@@ -279,7 +279,7 @@ class StaticCatalog(Sink):
             if col is not None:
                 href = f"./{item_id}/{item_id}.json"
                 links = col.get("links", [])
-                kept = [l for l in links if not (l.get("rel") == RelType.ITEM and l.get("href") == href)]
+                kept = [link for link in links if not (link.get("rel") == RelType.ITEM and link.get("href") == href)]
                 if len(kept) != len(links):
                     col["links"] = kept
                     self._write(self.collection_path(collection_id), col)
@@ -321,7 +321,7 @@ def _register_item(col: dict[str, Any], item: dict[str, Any], item_id: str) -> b
     changed = False
     href = f"./{item_id}/{item_id}.json"
     links = col.setdefault("links", [])
-    if not any(l.get("rel") == RelType.ITEM and l.get("href") == href for l in links):
+    if not any(link.get("rel") == RelType.ITEM and link.get("href") == href for link in links):
         links.append({"rel": RelType.ITEM.value, "href": href, "type": MediaType.GEOJSON.value})
         changed = True
     extent = col.get("extent") or {}

@@ -20,6 +20,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NoReturn
 
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+from pystac.validation.local_validator import get_local_schema_cache
+from referencing import Registry, Resource
+
 from publisher.derive import RASTER_DATA_TYPES
 from publisher.errors import InvalidCollection
 from stacdrop.errors import InvalidItem, InvalidSidecar
@@ -30,10 +35,6 @@ from stacdrop.times import NoTimeZone, parse_time
 
 @lru_cache(maxsize=4)
 def _validator(kind: str) -> Any:
-    from jsonschema import Draft7Validator
-    from pystac.validation.local_validator import get_local_schema_cache
-    from referencing import Registry, Resource
-
     cache = get_local_schema_cache()
     registry: Registry = Registry().with_resources(  # no retrieve=: unknown refs fail, never download
         [(uri, Resource.from_contents(schema)) for uri, schema in cache.items()]
@@ -53,10 +54,9 @@ def _fast_validator(kind: str) -> Any:
     registry holds the bundled schemas and nothing is retrieved.
     """
     try:
-        import jsonschema_rs
+        import jsonschema_rs  # noqa: PLC0415 - optional at run time: without it the Python validator decides
     except ImportError:  # pragma: no cover - a declared dependency; the Python validator still works
         return None
-    from pystac.validation.local_validator import get_local_schema_cache
 
     cache = get_local_schema_cache()
     uri = f"https://schemas.stacspec.org/v1.1.0/{kind}-spec/json-schema/{kind}.json"
@@ -68,15 +68,17 @@ def _fast_validator(kind: str) -> Any:
 
 
 def _core(doc: dict[str, Any], kind: str, source: str, error: type[InvalidItem]) -> None:
-    from jsonschema.exceptions import best_match
-
     stripped = {**doc, "stac_extensions": []}
     links = doc.get("links")
-    if kind == "item" and isinstance(links, list) and doc.get("collection") is not None:
-        # The core schema wants a rel=collection link whenever "collection" is set. Derived items have
-        # links [] and each sink adds its own (relative file, API URL): check the item as stored.
-        if not any(isinstance(l, dict) and l.get("rel") == RelType.COLLECTION for l in links):
-            stripped["links"] = [*links, {"rel": RelType.COLLECTION.value, "href": "./collection.json"}]
+    # The core schema wants a rel=collection link whenever "collection" is set. Derived items have
+    # links [] and each sink adds its own (relative file, API URL): check the item as stored.
+    if (
+        kind == "item"
+        and isinstance(links, list)
+        and doc.get("collection") is not None
+        and not any(isinstance(link, dict) and link.get("rel") == RelType.COLLECTION for link in links)
+    ):
+        stripped["links"] = [*links, {"rel": RelType.COLLECTION.value, "href": "./collection.json"}]
     fast = _fast_validator(kind)
     if fast is not None and fast.is_valid(stripped):
         return
@@ -157,9 +159,12 @@ def validate_item(item: dict[str, Any], source: str) -> None:
         _fail(source, "properties.datetime", "is null and start_datetime/end_datetime are not both set")
     if dt is not None:
         _dt(dt, "properties.datetime", source)
-    if start is not None and end is not None:
-        if _dt(start, "properties.start_datetime", source) > _dt(end, "properties.end_datetime", source):
-            _fail(source, "properties.start_datetime", f"{start} is after end_datetime {end}")
+    if (
+        start is not None
+        and end is not None
+        and _dt(start, "properties.start_datetime", source) > _dt(end, "properties.end_datetime", source)
+    ):
+        _fail(source, "properties.start_datetime", f"{start} is after end_datetime {end}")
 
     used = _extension_prefixes(item)
     declared = set(item.get("stac_extensions") or [])
@@ -204,15 +209,19 @@ def _extension_prefixes(doc: Any) -> set[str]:
 
 
 def _check_projection(obj: dict[str, Any], where: str, source: str) -> None:
-    if "proj:code" in obj and obj["proj:code"] is not None:
-        if not isinstance(obj["proj:code"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+:\S+", obj["proj:code"]):
-            _fail(source, f"{where}.proj:code", f"must be an 'AUTHORITY:CODE' string, got {obj['proj:code']!r}")
-    if "proj:wkt2" in obj and obj["proj:wkt2"] is not None:
-        if not isinstance(obj["proj:wkt2"], str) or not obj["proj:wkt2"].strip():
-            _fail(source, f"{where}.proj:wkt2", "must be a non-empty string")
+    code = obj.get("proj:code")
+    if code is not None and (not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+:\S+", code)):
+        _fail(source, f"{where}.proj:code", f"must be an 'AUTHORITY:CODE' string, got {code!r}")
+    wkt2 = obj.get("proj:wkt2")
+    if wkt2 is not None and (not isinstance(wkt2, str) or not wkt2.strip()):
+        _fail(source, f"{where}.proj:wkt2", "must be a non-empty string")
     if "proj:shape" in obj:
         shape = obj["proj:shape"]
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        ):
             _fail(source, f"{where}.proj:shape", f"must be [rows, columns] positive integers, got {shape!r}")
     if "proj:transform" in obj:
         t = obj["proj:transform"]
@@ -232,7 +241,11 @@ def _check_file(asset: dict[str, Any], where: str, source: str) -> None:
     if "file:checksum" in asset:
         cs = asset["file:checksum"]
         if not isinstance(cs, str) or not re.fullmatch(r"(?:[0-9a-f]{2})+", cs) or not _is_multihash(bytes.fromhex(cs)):
-            _fail(source, f"{where}.file:checksum", f"must be a lowercase hex multihash (sha256: '1220' + 64 hex digits), got {cs!r}")
+            _fail(
+                source,
+                f"{where}.file:checksum",
+                f"must be a lowercase hex multihash (sha256: '1220' + 64 hex digits), got {cs!r}",
+            )
         if cs.startswith("12") and not re.fullmatch(r"1220[0-9a-f]{64}", cs):
             _fail(source, f"{where}.file:checksum", f"sha2-256 multihash must be '1220' + 64 hex digits, got {cs!r}")
 
@@ -274,8 +287,9 @@ def _check_bands(bands: Any, where: str, source: str) -> None:
         for key in ("scale", "offset"):
             if key in band and not _is_num(band[key]):
                 _fail(source, f"{at}.{key}", f"must be a number, got {band[key]!r}")
-        if "spatial_resolution" in band and not (_is_num(band["spatial_resolution"]) and band["spatial_resolution"] > 0):
-            _fail(source, f"{at}.spatial_resolution", f"must be a positive number, got {band['spatial_resolution']!r}")
+        resolution = band.get("spatial_resolution")
+        if "spatial_resolution" in band and not (_is_num(resolution) and resolution > 0):
+            _fail(source, f"{at}.spatial_resolution", f"must be a positive number, got {resolution!r}")
         if "unit" in band and not isinstance(band["unit"], str):
             _fail(source, f"{at}.unit", "must be a string")
         if "statistics" in band:
@@ -290,20 +304,19 @@ def _check_bands(bands: Any, where: str, source: str) -> None:
 
 def validate_collection(col: dict[str, Any], source: str) -> None:
     """Validate a STAC collection. Raises InvalidCollection (an InvalidItem) naming ``source`` and the field."""
-    E = InvalidCollection
     if not isinstance(col, dict):
-        raise E(f"{source}: a collection must be a JSON object")
-    _json_safe(col, source, E)
+        raise InvalidCollection(f"{source}: a collection must be a JSON object")
+    _json_safe(col, source, InvalidCollection)
     if col.get("type") != "Collection":
-        _fail(source, "type", f"must be \"Collection\", got {col.get('type')!r}", E)
-    _core(col, "collection", source, E)
-    _check_id(col.get("id"), "id", source, E)
+        _fail(source, "type", f"must be \"Collection\", got {col.get('type')!r}", InvalidCollection)
+    _core(col, "collection", source, InvalidCollection)
+    _check_id(col.get("id"), "id", source, InvalidCollection)
     bboxes = col["extent"]["spatial"]["bbox"]
     for i, bbox in enumerate(bboxes):
-        _check_bbox(bbox, f"extent.spatial.bbox[{i}]", source, E)
+        _check_bbox(bbox, f"extent.spatial.bbox[{i}]", source, InvalidCollection)
     for i, interval in enumerate(col["extent"]["temporal"]["interval"]):
         where = f"extent.temporal.interval[{i}]"
-        start = _dt(interval[0], where + "[0]", source, E) if interval[0] is not None else None
-        end = _dt(interval[1], where + "[1]", source, E) if interval[1] is not None else None
+        start = _dt(interval[0], where + "[0]", source, InvalidCollection) if interval[0] is not None else None
+        end = _dt(interval[1], where + "[1]", source, InvalidCollection) if interval[1] is not None else None
         if start and end and start > end:
-            _fail(source, where, f"start {interval[0]} is after end {interval[1]}", E)
+            _fail(source, where, f"start {interval[0]} is after end {interval[1]}", InvalidCollection)

@@ -85,7 +85,7 @@ def holding(ledger: Ledger, job_id: str, stage: str, *, stale_after: float) -> I
         beat.join()
         try:
             ledger.release(job_id, owner)
-        except Exception:  # noqa: BLE001 - the claim goes stale on its own; the attempt's error matters more
+        except Exception:  # the claim goes stale on its own; the attempt's error matters more
             log.exception("could not release the claim", job_id=job_id)
         raise
     stop.set()
@@ -101,7 +101,7 @@ def _heartbeat(ledger: Ledger, job_id: str, stage: str, owner: str, stale_after:
                 # ours are the same job's; the publisher publishes a job once.
                 log.warning("claim taken over by another worker while converting", job_id=job_id)
                 return
-        except Exception:  # noqa: BLE001 - a ledger hiccup: try again at the next beat
+        except Exception:  # a ledger hiccup: try again at the next beat
             log.warning("could not renew the claim", job_id=job_id, exc_info=True)
 
 

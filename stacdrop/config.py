@@ -110,7 +110,9 @@ class S3Settings(Section):
     endpoint_url: str | None = None
     store_acl: str | None = Field(default=None, description="S3 store: canned ACL of stored COGs, e.g. public-read")
     reconcile_interval: float = Field(
-        default=600.0, ge=0, description="S3 inbox: list the prefix and compare with the ledger every N seconds, 0 = off"
+        default=600.0,
+        ge=0,
+        description="S3 inbox: list the prefix and compare with the ledger every N seconds, 0 = off",
     )
     events_amqp: str | None = Field(
         default=None,
@@ -120,7 +122,9 @@ class S3Settings(Section):
     events_exchange: str = Field(default="stacdrop.s3-events", description="S3 inbox: exchange the store pushes to")
     events_exchange_type: str = Field(default="topic", description="S3 inbox: type used when declaring it")
     events_routing_key: str = Field(default="#", description="S3 inbox: binding key (Ceph: the topic name)")
-    events_queue: str | None = Field(default=None, description="S3 inbox: queue name (default <queue_prefix>.s3-events)")
+    events_queue: str | None = Field(
+        default=None, description="S3 inbox: queue name (default <queue_prefix>.s3-events)"
+    )
     events_sqs: str | None = Field(default=None, description="S3 inbox: SQS queue URL receiving AWS S3 events")
 
 

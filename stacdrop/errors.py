@@ -49,9 +49,13 @@ class ErrorClass(StrEnum):
     # The source: the raster, its sidecar, its URL
     INVALID_RASTER = "invalid_raster", False, "GDAL cannot read the raster, or it has no georeferencing"
     RASTER_TOO_LARGE = "raster_too_large", False, "over max_pixels_per_band, max_bands or max_output_bytes"
-    SUSPICIOUS_RASTER = "suspicious_raster", False, "a decompression bomb: declared size out of proportion, shared blocks"
+    SUSPICIOUS_RASTER = (
+        "suspicious_raster", False, "a decompression bomb: declared size out of proportion, shared blocks"
+    )
     NAME_TOO_LONG = "name_too_long", False, "a file name longer than the work directory or store allows"
-    INVALID_SIDECAR = "invalid_sidecar", False, "the sidecar (or submitted fields) is not valid: syntax, size, fields, values"
+    INVALID_SIDECAR = (
+        "invalid_sidecar", False, "the sidecar (or submitted fields) is not valid: syntax, size, fields, values"
+    )
     MISSING_SIDECAR = "missing_sidecar", False, "no sidecar arrived within sidecar_wait and allow_key_only is off"
     OUTSIDE_INBOX = "outside_inbox", False, "the file's real path leads out of the inbox (a symlink)"
     NOT_REGULAR_FILE = "not_regular_file", False, "an inbox entry that is a FIFO, a device or a socket"
@@ -59,14 +63,18 @@ class ErrorClass(StrEnum):
     SOURCE_FORBIDDEN = "source_forbidden", False, "the source host refused access (401/403)"
     SOURCE_TOO_LARGE = "source_too_large", False, "the source is larger than max_source_bytes"
     SOURCE_ERROR = "source_error", False, "the source host answered with an unexpected status, or too many redirects"
-    SOURCE_UNAVAILABLE = "source_unavailable", True, "the source host is unreachable or overloaded (uncounted for a while)"
+    SOURCE_UNAVAILABLE = (
+        "source_unavailable", True, "the source host is unreachable or overloaded (uncounted for a while)"
+    )
     UNSAFE_URL = "unsafe_url", False, "the URL policy refuses the source URL (scheme, host, internal address)"
     # The conversion and the store
     CONVERSION_FAILED = "conversion_failed", True, "GDAL failed while writing the COG"
     COG_CHECK_FAILED = "cog_check_failed", True, "the written file is not a valid COG"
     DISK_FULL = "disk_full", True, "no space left in the work directory or the store"
     STORE = "store", True, "the COG store failed (S3 5xx, a file system error)"
-    STORE_ACCESS_DENIED = "store_access_denied", True, "the S3 store refused the credentials or the bucket policy denies"
+    STORE_ACCESS_DENIED = (
+        "store_access_denied", True, "the S3 store refused the credentials or the bucket policy denies"
+    )
     STORE_NO_BUCKET = "store_no_bucket", True, "the S3 store's bucket does not exist"
     STORE_CHECKSUM = "store_checksum", True, "the stored COG's size or checksum differs from what was sent"
     INVALID_STORE_KEY = "invalid_store_key", False, "the store_key template makes a key the store cannot hold"
@@ -74,7 +82,9 @@ class ErrorClass(StrEnum):
     # The item and the catalog
     INVALID_ITEM = "invalid_item", False, "the derived item is not valid STAC"
     INVALID_COLLECTION = "invalid_collection", False, "a collection.json that is not a valid STAC collection"
-    UNKNOWN_COLLECTION = "unknown_collection", False, "the item's collection does not exist and create_if_missing is off"
+    UNKNOWN_COLLECTION = (
+        "unknown_collection", False, "the item's collection does not exist and create_if_missing is off"
+    )
     DUPLICATE_ITEM = "duplicate_item", False, "the item exists and duplicate_policy is error"
     CATALOG_UNAVAILABLE = "catalog_unavailable", True, "the STAC API is down or answered 5xx"
     CATALOG_MISMATCH = "catalog_mismatch", True, "the STAC API's copy differs from what was written (read-back check)"

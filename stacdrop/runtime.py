@@ -339,5 +339,5 @@ class StageRunner:
             self.ledger.record(job.id, stage=self.stage, step=steps.current, status=status, attempt=attempt,
                                state=state, error_class=error_class, error=text, message=text,
                                before=steps.pending)
-        except Exception:  # noqa: BLE001 - the bus outcome must still happen; the ledger is down
+        except Exception:  # the bus outcome must still happen; the ledger is down
             log.exception("could not record the failure in the ledger")

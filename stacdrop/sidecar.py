@@ -226,7 +226,9 @@ def sidecar_from_dict(data: Any, source: str, collections: Collections | None = 
     return _sidecar_from_checked(data, source, collections, collection)
 
 
-def _sidecar_from_checked(data: dict[str, Any], source: str, collections: Collections | None, collection: str) -> Sidecar:
+def _sidecar_from_checked(
+    data: dict[str, Any], source: str, collections: Collections | None, collection: str
+) -> Sidecar:
     unknown = [name for name in data if ALIASES.get(name, name) not in KNOWN_FIELDS and name not in IGNORED_FIELDS]
     keep_unknown = bool(unknown) and extra_fields_policy(data, collections, collection) == "properties"
     if unknown and not keep_unknown:
@@ -281,7 +283,9 @@ def _sidecar_from_checked(data: dict[str, Any], source: str, collections: Collec
     return Sidecar(**fields)
 
 
-def parse_sidecar(raw: str | bytes, source: str, collections: Collections | None = None, collection: str = "") -> Sidecar:
+def parse_sidecar(
+    raw: str | bytes, source: str, collections: Collections | None = None, collection: str = ""
+) -> Sidecar:
     """Parse sidecar JSON text or bytes; errors name ``source`` (the file) and the reason."""
     data = load_json(raw, source)
     if not isinstance(data, dict):

@@ -336,7 +336,7 @@ class PinnedAdapter(HTTPAdapter):
             pool_kwargs["assert_hostname"] = target.host
         return host_params, pool_kwargs
 
-    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+    def add_headers(self, request: requests.PreparedRequest, **_kwargs: Any) -> None:
         if self._pinned is not None:
             request.headers["Host"] = self._pinned[0].authority
 

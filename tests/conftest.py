@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # noqa: ARG001
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """Under ``make test`` (STACDROP_REQUIRE_SERVICES=1) every service was installed and started first, so a
     test that skips for a missing service is a broken harness: report it as a failure, never a silent skip."""
     outcome = yield
@@ -101,7 +101,7 @@ def moto_url(moto_server: MotoServer) -> str:
 def stac_server(postgres_dsn: str) -> Iterator[Any]:
     """A real stac-fastapi-pgstac (tests/support/stac_api.py) on a fresh, migrated database, for the session.
     Mounts: ``url`` (plain), ``url + "/stac"`` (prefix), ``url + "/auth"`` (writes need the token)."""
-    from tests.support.stac_api import StacApiServer, check_available  # noqa: PLC0415
+    from tests.support.stac_api import StacApiServer, check_available
 
     try:
         check_available(postgres_dsn)
@@ -171,7 +171,7 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:  # noqa: ANN001
+def ledger(request: pytest.FixtureRequest, tmp_path) -> Iterator[Ledger]:
     """A fresh ledger on each engine: SQLite in tmp_path, and PostgreSQL in a database of its own."""
     if request.param == "sqlite":
         led = Ledger(f"sqlite:///{tmp_path}/ledger.db")

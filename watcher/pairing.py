@@ -57,9 +57,8 @@ class Pairer:
                 if raster in self._emitted:  # re-emit with the new sidecar
                     self._emitted.discard(raster)
                     self._pending[raster] = now
-        elif kind == "collection":
-            if rel_path not in self._collections:
-                self._collections.append(rel_path)
+        elif kind == "collection" and rel_path not in self._collections:
+            self._collections.append(rel_path)
 
     def file_gone(self, rel_path: str) -> None:
         """A file was deleted or moved away. Nothing already emitted is retracted."""
@@ -77,9 +76,8 @@ class Pairer:
             key = stem(rel_path)
             if self._sidecars.get(key) == rel_path:
                 del self._sidecars[key]
-        elif kind == "collection":
-            if rel_path in self._collections:
-                self._collections.remove(rel_path)
+        elif kind == "collection" and rel_path in self._collections:
+            self._collections.remove(rel_path)
 
     def due(self, now: float) -> list[Action]:
         """What to submit now. Each action is returned once."""

@@ -172,9 +172,9 @@ class S3Inbox:
         changed_kinds = {classify(o.rel) for o in accepted}
         for obj in group.siblings:  # unchanged files of the same stem that pairing needs
             kind = classify(obj.rel)
-            if kind == "sidecar" and "raster" in changed_kinds and self._pairer.sidecar_of(obj.rel) is None:
-                self._ready(obj, item.priority, None, now, sibling=True)
-            elif kind == "raster" and "sidecar" in changed_kinds and not self._pairer.tracks(obj.rel):
+            if (kind == "sidecar" and "raster" in changed_kinds and self._pairer.sidecar_of(obj.rel) is None) or (
+                kind == "raster" and "sidecar" in changed_kinds and not self._pairer.tracks(obj.rel)
+            ):
                 self._ready(obj, item.priority, None, now, sibling=True)
         for obj in accepted:
             # A sidecar with no raster waiting is parked: settled now (its raster's arrival finds it again).
@@ -248,7 +248,7 @@ class S3Inbox:
                 log.info("s3 reconcile done", inbox=self.url, seconds=round(time.monotonic() - started, 3), **counts)
             except Stopped:
                 return
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("s3 reconcile failed", inbox=self.url)
             if interval <= 0:
                 return

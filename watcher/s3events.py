@@ -79,7 +79,11 @@ def guess_store(record: dict[str, Any]) -> Store:
     if isinstance(record.get("source"), dict):
         return "minio"
     s3 = record.get("s3")
-    if "eventId" in record or "opaqueData" in record or (isinstance(s3, dict) and ("eventId" in s3 or "opaqueData" in s3)):
+    if (
+        "eventId" in record
+        or "opaqueData" in record
+        or (isinstance(s3, dict) and ("eventId" in s3 or "opaqueData" in s3))
+    ):
         return "ceph"
     return "unknown"
 

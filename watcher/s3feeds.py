@@ -263,7 +263,7 @@ class EventFeeds:
                     self.resolve(event, token)
                 except Stopped:
                     return
-                except Exception:  # noqa: BLE001 - one bad record never stops the loop
+                except Exception:  # one bad record never stops the loop
                     log.exception("s3 event record dropped: unexpected error", record=repr(event))
                     token.settle()
 

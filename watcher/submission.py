@@ -85,7 +85,7 @@ class SubmissionWorker(Generic[Work]):
 
     def __init__(self, work: queue.Queue[Work | None], stop: Callable[[], threading.Event], *,
                  submit: Callable[[Work], None], rel_of: Callable[[Work], str],
-                 gone: Callable[[Exception], bool], on_gone: Callable[[Work], None] = lambda work: None,
+                 gone: Callable[[Exception], bool], on_gone: Callable[[Work], None] = lambda _work: None,
                  gone_message: str, failed_message: str, logger: Any = log) -> None:
         self.work = work
         self.stop = stop  # read at each use: the inbox gets its stop event only in run()
@@ -128,7 +128,9 @@ class SubmissionWorker(Generic[Work]):
                 delay = min(delay * 2, 60.0)
 
 
-def judge_sidecar(data: bytes | None, name: str, size: int, settings: WatcherSettings, collection: str) -> SidecarDocument:
+def judge_sidecar(
+    data: bytes | None, name: str, size: int, settings: WatcherSettings, collection: str
+) -> SidecarDocument:
     """A sidecar's bytes judged by the one sidecar parser; ``data`` None: not read, larger than
     ``max_sidecar_bytes`` (the document carries only its size and why)."""
     if data is None:

@@ -151,7 +151,9 @@ def _run(cmd: list[str], target: _Target, what: str, **kwargs: Any) -> subproces
     try:
         out = subprocess.run(cmd, env=target.env(), capture_output=True, check=False, **kwargs)  # noqa: S603
     except FileNotFoundError:
-        raise BackupError(f"{what}: {cmd[0]} not found (install the PostgreSQL client, e.g. postgresql-client)") from None
+        raise BackupError(
+            f"{what}: {cmd[0]} not found (install the PostgreSQL client, e.g. postgresql-client)"
+        ) from None
     if out.returncode != 0:
         raise BackupError(f"{what}: {_tail(out.stderr)}")
     return out
@@ -363,11 +365,14 @@ def _restore_stream(archive: Path, target: _Target, database: str) -> None:
     what = f"restore of {archive.name} into database {database!r}"
     env = target.env()
     try:
-        dump = subprocess.Popen(["pg_restore", "--file=-", str(archive)], stdout=subprocess.PIPE,  # noqa: S603
+        # The PostgreSQL client tools from PATH (S607), with fixed arguments (S603).
+        dump = subprocess.Popen(["pg_restore", "--file=-", str(archive)], stdout=subprocess.PIPE,  # noqa: S603, S607
                                 stderr=subprocess.PIPE, env=env)
         load = subprocess.Popen(  # noqa: S603
-            ["psql", "--no-psqlrc", "--quiet", "--no-password", "--single-transaction", "--set=ON_ERROR_STOP=1",
-             f"--dbname={target.conninfo(database)}", "--output=/dev/null"],
+            [  # noqa: S607
+                "psql", "--no-psqlrc", "--quiet", "--no-password", "--single-transaction", "--set=ON_ERROR_STOP=1",
+                f"--dbname={target.conninfo(database)}", "--output=/dev/null",
+            ],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
         )
     except FileNotFoundError as exc:

@@ -110,8 +110,8 @@ def unpublish_item(settings: Settings, ledger: Ledger, collection_id: str, item_
                    collection_id, origin=origin)
 
     def failed(exc: StacdropError) -> None:
-        ledger.record(job.id, stage=Stage.PUBLISH, step="unpublish", status=EventStatus.FAILED, state=JobState.FAILED, item_id=item_id,
-                      error_class=exc.error_class, error=str(exc), message=str(exc))
+        ledger.record(job.id, stage=Stage.PUBLISH, step="unpublish", status=EventStatus.FAILED, state=JobState.FAILED,
+                      item_id=item_id, error_class=exc.error_class, error=str(exc), message=str(exc))
 
     published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=JobState.PUBLISHED, limit=1000)
     try:
@@ -136,8 +136,8 @@ def unpublish_item(settings: Settings, ledger: Ledger, collection_id: str, item_
                 raise
     message = "; ".join(notes)
     for old in published:
-        ledger.record(old.id, stage=Stage.PUBLISH, step="unpublished", status=EventStatus.UNPUBLISHED, state=JobState.UNPUBLISHED,
-                      message=f"{message} (job {job.id})")
-    ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED, state=JobState.UNPUBLISHED,
-                  item_id=item_id, message=message)
+        ledger.record(old.id, stage=Stage.PUBLISH, step="unpublished", status=EventStatus.UNPUBLISHED,
+                      state=JobState.UNPUBLISHED, message=f"{message} (job {job.id})")
+    ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED,
+                  state=JobState.UNPUBLISHED, item_id=item_id, message=message)
     return Unpublished(message=message, job_id=job.id, unpublished_jobs=[j.id for j in published])

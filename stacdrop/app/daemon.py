@@ -75,8 +75,9 @@ class Daemon:
     def _publish(self) -> None:
         sink = components.open_sink(self.settings, self.ledger)
         StageRunner(
-            "publish", make_publish_handler(self.settings.collection_settings, sink, self.ledger), bus=self.bus, ledger=self.ledger,
-            policy=self.policy, batch_handler=make_publish_batch_handler(self.settings.collection_settings, sink, self.ledger),
+            "publish", make_publish_handler(self.settings.collection_settings, sink, self.ledger),
+            bus=self.bus, ledger=self.ledger, policy=self.policy,
+            batch_handler=make_publish_batch_handler(self.settings.collection_settings, sink, self.ledger),
             batch_size=self.settings.stac_api.batch_size, batch_window=self.settings.stac_api.publish_batch_window,
             probes={"stac_api": lambda: check_stac(self.settings.stac)},
         ).run(self.stop)
@@ -89,7 +90,7 @@ class Daemon:
             try:
                 target()
                 return
-            except Exception:  # noqa: BLE001 - the daemon keeps running whatever one role hits
+            except Exception:  # the daemon keeps running whatever one role hits
                 log.exception("role crashed; restarting", role=name, restart_in=delay)
             if time.monotonic() - started > 60:
                 delay = 1.0

@@ -43,7 +43,8 @@ def replay_dead_letters(
         moved = bool(bus.replay([letter.id]))
         if moved:
             ledger.record(letter.envelope.job_id, stage=letter.queue, step="queued",
-                          status=EventStatus.REPLAYED, state=JobState.QUEUED, message=f"dead letter {letter.id} replayed after {letter.attempts} "
+                          status=EventStatus.REPLAYED, state=JobState.QUEUED,
+                          message=f"dead letter {letter.id} replayed after {letter.attempts} "
                           f"attempts ({letter.error_class}: {letter.error[:200]})")
             result.replayed.append(letter.id)
         if on_letter:

@@ -10,11 +10,11 @@ from stacdrop.bus.base import Bus, DeadLetter, DeadLetterFilter, Delivery, Queue
 
 def open_bus(url: str, **options) -> Bus:  # noqa: ANN003
     if url.startswith("amqp://") or url.startswith("amqps://"):
-        from stacdrop.bus.rabbitmq import RabbitBus
+        from stacdrop.bus.rabbitmq import RabbitBus  # noqa: PLC0415 - only the engine the URL names is loaded
 
         return RabbitBus(url, **options)
     if url.startswith("sqlite:") or "://" not in url:
-        from stacdrop.bus.sqlite import SqliteBus
+        from stacdrop.bus.sqlite import SqliteBus  # noqa: PLC0415 - see RabbitBus
 
         return SqliteBus(url, **options)
     raise ValueError(f"unknown broker URL scheme: {url.split('://', 1)[0]}")

@@ -112,7 +112,13 @@ class Bus(ABC):
         """
 
     def consume_batch(
-        self, queue: str, handler: BatchHandler, stop: threading.Event, *, max_batch: int, max_wait: float
+        self,
+        queue: str,
+        handler: BatchHandler,
+        stop: threading.Event,
+        *,
+        max_batch: int,  # noqa: ARG002 - the engines' interface; this default's batches are of one
+        max_wait: float,  # noqa: ARG002 - see max_batch
     ) -> None:
         """Deliver messages to ``handler`` in lists of up to ``max_batch`` until ``stop`` is set.
 

@@ -140,7 +140,14 @@ class SqliteBus(Bus):
             raise ValueError(f"unknown queue {queue!r}; known: {', '.join(self.queues)}")
 
     # -- consuming ------------------------------------------------------------------------------------
-    def consume(self, queue: str, handler: DeliveryHandler, stop: threading.Event, *, prefetch: int = 1) -> None:
+    def consume(
+        self,
+        queue: str,
+        handler: DeliveryHandler,
+        stop: threading.Event,
+        *,
+        prefetch: int = 1,  # noqa: ARG002 - the Bus interface; leases need no buffering
+    ) -> None:
         """Claim and handle one message at a time (``prefetch`` is 1 here: leases need no buffering)."""
         self.consume_batch(queue, lambda deliveries: handler(deliveries[0]), stop, max_batch=1, max_wait=0.0)
 
@@ -258,7 +265,7 @@ class SqliteBus(Bus):
                 cur.executemany("UPDATE messages SET lease_until = NULL WHERE lease_owner = ?", [(o,) for o in dead])
 
     # -- settling (called by SqliteDelivery) ----------------------------------------------------------
-    def _ack(self, d: "SqliteDelivery") -> None:
+    def settle_ack(self, d: "SqliteDelivery") -> None:
         with self._tx() as cur:
             cur.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (d.envelope.id, d.owner))
 
@@ -266,18 +273,20 @@ class SqliteBus(Bus):
         """One transaction for the whole batch."""
         for d in deliveries:
             assert isinstance(d, SqliteDelivery)
-            d._settle()
+            d.mark_settled()
         with self._tx() as cur:
             cur.executemany("DELETE FROM messages WHERE id = ? AND lease_owner = ?",
                             [(d.envelope.id, d.owner) for d in deliveries])  # type: ignore[attr-defined]
 
-    def _release(self, d: "SqliteDelivery") -> None:
+    def settle_release(self, d: "SqliteDelivery") -> None:
         with self._tx() as cur:
             cur.execute(
                 "UPDATE messages SET lease_until = NULL WHERE id = ? AND lease_owner = ?", (d.envelope.id, d.owner)
             )
 
-    def _retry(self, d: "SqliteDelivery", delay: float, error_class: str, error: str, counted: bool = True) -> None:
+    def settle_retry(
+        self, d: "SqliteDelivery", delay: float, error_class: str, error: str, counted: bool = True
+    ) -> None:
         env = d.envelope.with_failure(d.queue, error_class, error, counted=counted)
         with self._tx() as cur:
             cur.execute(
@@ -286,7 +295,7 @@ class SqliteBus(Bus):
                 (env.model_dump_json(), time.time() + max(0.0, delay), env.id, d.owner),
             )
 
-    def _dead_letter(self, d: "SqliteDelivery", error_class: str, error: str) -> None:
+    def settle_dead_letter(self, d: "SqliteDelivery", error_class: str, error: str) -> None:
         env = d.envelope.with_failure(d.queue, error_class, error)
         with self._tx() as cur:
             cur.execute(
@@ -382,27 +391,27 @@ class SqliteDelivery(Delivery):
         self.bus = bus
         self.owner = owner
 
-    def _settle(self) -> None:
+    def mark_settled(self) -> None:
         if self.settled:
             raise RuntimeError(f"message {self.envelope.id} settled twice")
         self.settled = True
 
     def ack(self) -> None:
-        self._settle()
-        self.bus._ack(self)
+        self.mark_settled()
+        self.bus.settle_ack(self)
 
     def retry(self, delay: float, error_class: str, error: str, *, counted: bool = True) -> None:
-        self._settle()
-        self.bus._retry(self, delay, error_class, error, counted)
+        self.mark_settled()
+        self.bus.settle_retry(self, delay, error_class, error, counted)
 
     def dead_letter(self, error_class: str, error: str) -> None:
-        self._settle()
-        self.bus._dead_letter(self, error_class, error)
+        self.mark_settled()
+        self.bus.settle_dead_letter(self, error_class, error)
 
     def release(self) -> None:
         """Hand the message back unsettled (the handler raised or the worker is stopping)."""
         self.settled = True
-        self.bus._release(self)
+        self.bus.settle_release(self)
 
 
 class _Transaction:

@@ -109,7 +109,7 @@ class Job:
 
 
 def job_from_row(row: Any) -> Job:
-    data = dict(row._mapping)
+    data = dict(row._mapping)  # noqa: SLF001 - SQLAlchemy's documented Row._mapping (underscored against column clashes)
     data["params"] = json.loads(data["params"] or "{}")
     data["item_bbox"] = json.loads(data["item_bbox"]) if data.get("item_bbox") else None
     for key in ("created_at", "updated_at", "finished_at"):

@@ -66,7 +66,7 @@ def seed(env: dict[str, str]) -> list[str]:
             collection="chelsa")))
         stop = threading.Event()
 
-        def dead(delivery) -> None:  # noqa: ANN001
+        def dead(delivery) -> None:
             delivery.dead_letter("invalid_raster", "chelsa/bad.tif: not a raster")
             stop.set()
 
@@ -108,7 +108,7 @@ def test_openapi_schema_holds(api: ApiServer) -> None:
     assert "Traceback" not in api.logs()
 
 
-def fuzz(api: ApiServer, operation, mode: GenerationMode, examples: int = MAX_EXAMPLES,  # noqa: ANN001
+def fuzz(api: ApiServer, operation, mode: GenerationMode, examples: int = MAX_EXAMPLES,
          **fixed: dict[str, str]) -> None:
     """Positive data: every check; negative data (outside the schema): no 5xx (a 4xx is the right answer)."""
     checks = CHECKS if mode is GenerationMode.POSITIVE else [not_a_server_error]
@@ -116,7 +116,7 @@ def fuzz(api: ApiServer, operation, mode: GenerationMode, examples: int = MAX_EX
     @given(case=operation.as_strategy(generation_mode=mode, **fixed))
     @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
-    def run(case) -> None:  # noqa: ANN001
+    def run(case) -> None:
         case.call_and_validate(base_url=api.url, headers=api.headers(), checks=checks, timeout=30)
 
     run()

@@ -40,7 +40,8 @@ def no_jobs(api: ApiServer) -> bool:
 
 
 def test_writes_need_the_token(api: ApiServer, files: FileServer) -> None:
-    for path, body in (("/newitem", newitem(files)), ("/jobs", {"source": f"{files.url}/ok.tif", "collection": "chelsa"}),
+    for path, body in (("/newitem", newitem(files)),
+                       ("/jobs", {"source": f"{files.url}/ok.tif", "collection": "chelsa"}),
                        ("/dead-letters/replay", {"all": True})):
         bare = requests.post(api.url + path, json=body, timeout=30)
         assert bare.status_code == 401 and bare.headers["WWW-Authenticate"] == "Bearer", bare.text
@@ -74,8 +75,8 @@ def test_oversized_bodies_refused(api: ApiServer, files: FileServer) -> None:
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
         yield json.dumps(big).encode()
 
-    resp = requests.post(api.url + "/newitem", data=chunks(), headers={**api.headers(), "Content-Type": "application/json"},
-                         timeout=30)
+    resp = requests.post(api.url + "/newitem", data=chunks(),
+                         headers={**api.headers(), "Content-Type": "application/json"}, timeout=30)
     assert resp.status_code == 413
     assert no_jobs(api)
 
@@ -83,7 +84,8 @@ def test_oversized_bodies_refused(api: ApiServer, files: FileServer) -> None:
 def test_bad_submissions_name_the_reason(api: ApiServer, files: FileServer) -> None:
     cases = [
         (newitem(files, collection_id="nope"), "unknown collection 'nope'"),
-        (newitem(files, collection_id="bad id"), "POST /newitem ok.tif: collection 'bad id' contains forbidden characters"),
+        (newitem(files, collection_id="bad id"),
+         "POST /newitem ok.tif: collection 'bad id' contains forbidden characters"),
         (newitem(files, date="yesterday"), "datetime 'yesterday' is not a date"),
         (newitem(files, name="a/b"), "id 'a/b' contains forbidden characters"),
         (newitem(files, filename="missing.tif"), f"source {files.url}/missing.tif not found (HTTP 404)"),

@@ -34,7 +34,8 @@ def test_explain_key_reports_what_derive_item_takes_from_key_and_sidecar(tmp_pat
 
     path = write_geotiff(tmp_path / "inbox" / "chelsa-tas" / "tas_06_2010.tif", width=16, height=16)
     ready = RasterReady(source=Source(url=str(path), key="chelsa-tas/tas_06_2010.tif", content_key="k"),
-                        collection="chelsa-tas", sidecar=parse_sidecar(sidecar_text, "sidecar", settings.collection_settings),
+                        collection="chelsa-tas",
+                        sidecar=parse_sidecar(sidecar_text, "sidecar", settings.collection_settings),
                         cog=StoredObject(href="/store/x.tif", key="x.tif", size=1, sha256="ab" * 32),
                         raster=read_raster_metadata(str(path)))
     derived = derive_item(ready, settings.collection("chelsa-tas"))

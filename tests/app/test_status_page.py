@@ -24,7 +24,7 @@ ARTIFACTS = Path(os.environ.get("STACDROP_TEST_ARTIFACTS") or Path(__file__).par
 def test_status_page_shows_failures_and_replays_a_dead_letter(tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/services.sh (installs Debian's chromium)")
-    from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with flowing(tmp_path) as run:
@@ -75,7 +75,8 @@ def test_status_page_shows_failures_and_replays_a_dead_letter(tmp_path: Path) ->
                 # The published item's footprint on the map (its bbox: -10..30 E, 40..60 N).
                 rect = page.locator(f'#footprints rect[data-job="{run.good.id}"]')
                 expect(rect).to_have_count(1)
-                assert [round(float(rect.get_attribute(a))) for a in ("x", "y", "width", "height")] == [-10, -60, 40, 20]
+                box = [round(float(rect.get_attribute(a))) for a in ("x", "y", "width", "height")]
+                assert box == [-10, -60, 40, 20]
 
                 # The dead letter, listed with its replay button.
                 dead = page.locator(f'#dead-letters tr[data-id="{letter["id"]}"]')

@@ -191,7 +191,7 @@ def read_line(proc: subprocess.Popen, timeout: float = SLOW) -> str:
     return proc.stdout.readline().strip() if ready else ""
 
 
-def test_message_redelivered_when_consumer_process_dies(bus_spec, bus: Bus) -> None:  # noqa: ANN001
+def test_message_redelivered_when_consumer_process_dies(bus_spec, bus: Bus) -> None:
     env = make_env("crash.tif")
     bus.publish(PROCESS, env)
     proc = start_blocking_consumer(bus_spec.url, bus_spec.options, PROCESS)
@@ -206,7 +206,7 @@ def test_message_redelivered_when_consumer_process_dies(bus_spec, bus: Bus) -> N
     assert rec.deliveries[0].envelope.id == env.id and rec.deliveries[0].redelivered
 
 
-def test_publish_is_durable_across_bus_instances(bus_spec, bus: Bus) -> None:  # noqa: ANN001
+def test_publish_is_durable_across_bus_instances(bus_spec, bus: Bus) -> None:
     env = make_env("durable.tif")
     bus.publish(PUBLISH, env)
     bus.close()
@@ -384,7 +384,7 @@ def test_live_overtakes_backfill(bus: Bus) -> None:
     assert rec.ids[2:] == [e.id for e in backfill], "same priority: first in, first out"
 
 
-def test_slow_consumer_does_not_hold_a_second_message(bus_spec, bus: Bus) -> None:  # noqa: ANN001
+def test_slow_consumer_does_not_hold_a_second_message(bus_spec, bus: Bus) -> None:
     first, second = make_env("m1.tif"), make_env("m2.tif")
     bus.publish(PROCESS, first)
     bus.publish(PROCESS, second)
@@ -403,7 +403,7 @@ def test_slow_consumer_does_not_hold_a_second_message(bus_spec, bus: Bus) -> Non
 
 
 @pytest.mark.e2e
-def test_handler_longer_than_the_keepalive_is_not_redelivered(bus_spec) -> None:  # noqa: ANN001
+def test_handler_longer_than_the_keepalive_is_not_redelivered(bus_spec) -> None:
     worker, watcher = bus_spec.open(liveness=2), bus_spec.open(liveness=2)
     env = make_env("long.tif")
     worker.publish(PROCESS, env)
@@ -519,13 +519,13 @@ rabbit_only = pytest.mark.rabbitmq
 
 @pytest.fixture
 def rabbit(rabbit_url: str) -> Iterator[Callable[..., Bus]]:
-    from tests.support.services import delete_rabbit_prefix, unique_prefix  # noqa: PLC0415
+    from tests.support.services import delete_rabbit_prefix, unique_prefix
 
     prefix = unique_prefix("r")
     opened: list[Bus] = []
 
     def open_(**options: object) -> Bus:
-        from stacdrop.bus.rabbitmq import RabbitBus  # noqa: PLC0415
+        from stacdrop.bus.rabbitmq import RabbitBus
 
         bus = RabbitBus(rabbit_url, prefix=prefix, **options)  # type: ignore[arg-type]
         bus.setup()
@@ -540,8 +540,8 @@ def rabbit(rabbit_url: str) -> Iterator[Callable[..., Bus]]:
 
 
 @rabbit_only
-def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:  # noqa: ANN001
-    from stacdrop.errors import ConfigError  # noqa: PLC0415
+def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:
+    from stacdrop.errors import ConfigError
 
     bus = rabbit()
     bus.setup()
@@ -549,7 +549,7 @@ def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:  # noqa: ANN
     assert bus.retry_level(600) == 1024 and bus.retry_level(5000) == 1024
     with pytest.raises(ConfigError, match="other arguments"):
         rabbit(max_priority=3).setup()
-    from stacdrop.bus import open_bus  # noqa: PLC0415
+    from stacdrop.bus import open_bus
 
     tuned = open_bus(bus.url + "?heartbeat=7&claim_interval=120", prefix=rabbit.prefix)
     assert (tuned.claim_interval, tuned.heartbeat) == (120.0, 7)
@@ -559,7 +559,7 @@ def test_rabbit_topology_is_idempotent_and_checked(rabbit) -> None:  # noqa: ANN
 
 @pytest.mark.e2e
 @rabbit_only
-def test_rabbit_long_handler_is_reclaimed_and_not_redelivered(rabbit) -> None:  # noqa: ANN001
+def test_rabbit_long_handler_is_reclaimed_and_not_redelivered(rabbit) -> None:
     worker = rabbit(claim_interval=1.0, claim_ttl=2.0)
     watcher = rabbit()
     env = make_env("reclaim.tif")
@@ -579,7 +579,7 @@ def test_rabbit_long_handler_is_reclaimed_and_not_redelivered(rabbit) -> None:  
 
 @pytest.mark.e2e
 @rabbit_only
-def test_rabbit_reclaimed_message_returns_when_the_worker_dies(rabbit, rabbit_url: str) -> None:  # noqa: ANN001
+def test_rabbit_reclaimed_message_returns_when_the_worker_dies(rabbit, rabbit_url: str) -> None:
     bus = rabbit()
     env = make_env("claimdeath.tif")
     bus.publish(PROCESS, env)
@@ -598,7 +598,7 @@ def test_rabbit_reclaimed_message_returns_when_the_worker_dies(rabbit, rabbit_ur
 
 
 def _management(url: str) -> tuple[str, tuple[str, str]] | None:
-    import requests  # noqa: PLC0415
+    import requests
 
     base, auth = "http://127.0.0.1:15672/api", ("guest", "guest")
     try:
@@ -610,8 +610,8 @@ def _management(url: str) -> tuple[str, tuple[str, str]] | None:
 
 @pytest.mark.e2e
 @rabbit_only
-def test_rabbit_consumer_reconnects_and_keeps_its_running_message(rabbit, rabbit_url: str) -> None:  # noqa: ANN001
-    import requests  # noqa: PLC0415
+def test_rabbit_consumer_reconnects_and_keeps_its_running_message(rabbit, rabbit_url: str) -> None:
+    import requests
 
     mgmt = _management(rabbit_url)
     if mgmt is None:

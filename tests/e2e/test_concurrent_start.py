@@ -18,11 +18,11 @@ pytestmark = pytest.mark.e2e  # slow: daemons, servers or many rasters (the fast
 ROLES = ("watch", "process", "publish")
 
 
-def _open_both(root: str, barrier, errors) -> None:  # noqa: ANN001
+def _open_both(root: str, barrier, errors) -> None:
     try:
         barrier.wait(30)
-        from stacdrop.bus.sqlite import SqliteBus  # noqa: PLC0415
-        from stacdrop.ledger import Ledger  # noqa: PLC0415
+        from stacdrop.bus.sqlite import SqliteBus
+        from stacdrop.ledger import Ledger
 
         ledger, bus = Ledger(f"sqlite:///{root}/ledger.db"), SqliteBus(f"sqlite:///{root}/queue.db")
         ledger.list_jobs()

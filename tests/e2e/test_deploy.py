@@ -176,7 +176,7 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_image_build_context_holds_every_package() -> None:
     """The Dockerfile copies, and .dockerignore lets through, exactly the packages pyproject.toml installs
     (a new top-level package must reach the image), plus the two files the build reads."""
-    import tomllib  # noqa: PLC0415
+    import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
@@ -363,8 +363,8 @@ def render_nginx(template: Path, env: dict[str, str], out_dir: Path) -> Path:
 
 @pytest.fixture
 def stack(tmp_path: Path, rabbit_url: str, postgres_dsn: str, moto_url: str) -> Iterator[Stack]:
-    from tests.support.stac_api import StacApiServer, check_available  # noqa: PLC0415
-    from tests.support.services import ServiceUnavailable  # noqa: PLC0415
+    from tests.support.stac_api import StacApiServer, check_available
+    from tests.support.services import ServiceUnavailable
 
     if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed (bash scripts/services.sh installs Debian's package)")

@@ -72,7 +72,7 @@ def test_endpoint_down_during_upload_then_back(tmp_path: Path, moto_server) -> N
         with DaemonProcess(tmp_path, env) as daemon:
             ledger = ledger_for(env)
 
-            def failed_once():  # noqa: ANN202
+            def failed_once():
                 return [j for j in ledger.list_jobs(limit=10) if j.source_key.endswith("dem.tif") and j.error]
 
             wait_until(lambda: not proxy.up, 60, "the endpoint cut mid-upload", daemon)

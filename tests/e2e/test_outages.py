@@ -49,7 +49,7 @@ def drop(inbox: Path, cid: str, name: str, west: float) -> None:
     write_sidecar(path, id=name, datetime="2020-01-01T00:00:00Z")
 
 
-def waiting_jobs(ledger):  # noqa: ANN001, ANN201
+def waiting_jobs(ledger):
     return [j for j in ledger.list_jobs(limit=100) if j.error and "not counted" in j.error]
 
 

@@ -38,6 +38,6 @@ class ApiServer(DaemonProcess):
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(self.url + path, headers=self.headers(), timeout=30, **kwargs)
 
-    def post(self, path: str, json: Any = None, **kwargs: Any) -> requests.Response:  # noqa: A002
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> requests.Response:
         headers = {**self.headers(), **kwargs.pop("headers", {})}
         return requests.post(self.url + path, json=json, headers=headers, timeout=60, **kwargs)

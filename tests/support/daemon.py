@@ -92,7 +92,7 @@ def ledger_for(env: dict[str, str]) -> Ledger:
     return Ledger(env["STACDROP_LEDGER"])
 
 
-def bus_for(env: dict[str, str]):  # noqa: ANN201
+def bus_for(env: dict[str, str]):
     return open_bus(env["STACDROP_BROKER"])
 
 

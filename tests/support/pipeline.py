@@ -11,7 +11,15 @@ from pathlib import Path
 
 from stacdrop.ledger import Job, Ledger
 from tests.support.api_server import ApiServer
-from tests.support.daemon import DaemonProcess, base_env, ledger_for, settled_jobs, wait_until, write_collection, write_sidecar
+from tests.support.daemon import (
+    DaemonProcess,
+    base_env,
+    ledger_for,
+    settled_jobs,
+    wait_until,
+    write_collection,
+    write_sidecar,
+)
 from tests.support.rasters import write_geotiff
 
 TOKEN = "status-page-token"
@@ -39,7 +47,7 @@ def flowing(root: Path, **overrides: str) -> Iterator[Flowing]:
     inbox = root / "inbox"
     write_collection(inbox, COLLECTION)
     # A real GeoTIFF over Europe, so its footprint is somewhere recognisable on the map.
-    from rasterio.transform import from_origin  # noqa: PLC0415
+    from rasterio.transform import from_origin
 
     good = write_geotiff(inbox / COLLECTION / "bio1.tif", width=200, height=100,
                          transform=from_origin(-10.0, 60.0, 0.2, 0.2), crs="EPSG:4326")

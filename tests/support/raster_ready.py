@@ -14,7 +14,8 @@ def make_raster(**kw):
         width=100, height=50, count=1, crs_epsg=4326, transform=[0.1, 0.0, -10.0, 0.0, -0.1, 50.0],
         bounds=[-10.0, 45.0, 0.0, 50.0],
         bands=[BandMetadata(data_type="int16", nodata=-32768, scale=0.1, offset=-273.15, unit="K",
-                            statistics={"minimum": 1.0, "maximum": 5.0, "mean": 3.0, "stddev": 1.0, "valid_percent": 90.0})],
+                            statistics={"minimum": 1.0, "maximum": 5.0, "mean": 3.0, "stddev": 1.0,
+                                        "valid_percent": 90.0})],
     )
     base.update(kw)
     return RasterMetadata(**base)

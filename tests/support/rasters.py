@@ -81,10 +81,13 @@ def write_geotiff(
     return path
 
 
-def make_data(width: int, height: int, count: int, dtype: str, *, categorical: bool = False, seed: int = 0) -> np.ndarray:
+def make_data(
+    width: int, height: int, count: int, dtype: str, *, categorical: bool = False, seed: int = 0
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if categorical:
-        classes = np.array([10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200, 210, 220])
+        classes = np.array([10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110,
+                            120, 130, 140, 150, 160, 170, 180, 190, 200, 210, 220])
         idx = (np.add.outer(np.arange(height) // 16, np.arange(width) // 16)) % len(classes)
         band = classes[idx]
         return np.stack([band] * count).astype(dtype)

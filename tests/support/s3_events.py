@@ -17,7 +17,8 @@ def aws_record(key: str, name: str = "ObjectCreated:Put", **obj) -> dict:
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
         "eventTime": "2026-11-27T03:00:00.000Z", "eventName": name,
         "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"}, "requestParameters": {"sourceIPAddress": "10.0.0.1"},
-        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810",
+                             "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V"},
         "s3": {"s3SchemaVersion": "1.0", "configurationId": "stacdrop",
                "bucket": {"name": "inbox", "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
                           "arn": "arn:aws:s3:::inbox"},
@@ -34,7 +35,8 @@ def minio_message(key: str, name: str = "s3:ObjectCreated:Put") -> dict:
             "requestParameters": {"principalId": "minioadmin", "region": "", "sourceIPAddress": "127.0.0.1"},
             "responseElements": {"x-amz-request-id": "17A", "x-minio-deployment-id": "d1", "x-minio-origin-endpoint": "http://m"},
             "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
-                   "bucket": {"name": "inbox", "ownerIdentity": {"principalId": "minioadmin"}, "arn": "arn:aws:s3:::inbox"},
+                   "bucket": {"name": "inbox", "ownerIdentity": {"principalId": "minioadmin"},
+                              "arn": "arn:aws:s3:::inbox"},
                    "object": {"key": quote_plus(key), "size": 10, "eTag": "abc", "contentType": "image/tiff",
                               "userMetadata": {}, "sequencer": "17A9"}},
             "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO"},
@@ -58,7 +60,7 @@ def ceph_record(key: str, name: str = "ObjectCreated:Put") -> dict:
 
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "") -> Any:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 15.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -76,20 +78,20 @@ def publish(rabbit_url: str, exchange: str, message: dict, routing_key: str = "s
     conn.close()
 
 
-def with_etag(record: dict, client, bucket: str, key: str) -> dict:  # noqa: ANN001
+def with_etag(record: dict, client, bucket: str, key: str) -> dict:
     head = client.head_object(Bucket=bucket, Key=key)
     record["s3"]["bucket"]["name"] = bucket
     record["s3"]["object"].update(eTag=head["ETag"].strip('"'), size=head["ContentLength"])
     return record
 
 
-def aws_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:  # noqa: ANN001
+def aws_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:
     rec = aws_record(key, name)
     rec["s3"]["object"].pop("sequencer")  # like moto: no sequencer
     return {"Records": [with_etag(rec, client, bucket, key) if name != "ObjectRemoved:Delete" else rec]}
 
 
-def ceph_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:  # noqa: ANN001
+def ceph_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:
     rec = ceph_record(key, name)
     rec["s3"]["object"]["sequencer"] = f"{time.monotonic_ns():016X}"
     if name.startswith("ObjectCreated") and name != "ObjectCreated:Post":
@@ -99,7 +101,7 @@ def ceph_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -
     return {"Records": [rec]}
 
 
-def minio_event(client, bucket: str, key: str) -> dict:  # noqa: ANN001
+def minio_event(client, bucket: str, key: str) -> dict:
     msg = minio_message(key)
     msg["Key"] = f"{bucket}/{key}"
     msg["Records"][0]["s3"]["object"]["sequencer"] = f"{time.monotonic_ns():X}"

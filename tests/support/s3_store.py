@@ -13,7 +13,7 @@ from tests.support.daemon import base_env
 SECRET = "moto-secret-not-in-logs"
 
 
-def s3(url: str):  # noqa: ANN201
+def s3(url: str):
     return boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key=SECRET,
                         region_name="us-east-1")
 

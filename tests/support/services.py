@@ -32,7 +32,7 @@ class ServiceUnavailable(RuntimeError):
     """The service is down and cannot be started on this machine."""
 
 
-def _wait_for(check, what: str, timeout: float) -> None:  # noqa: ANN001
+def _wait_for(check, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -49,7 +49,7 @@ def _wait_for(check, what: str, timeout: float) -> None:  # noqa: ANN001
 
 
 def _amqp_check(url: str) -> None:
-    import pika  # noqa: PLC0415
+    import pika
 
     params = pika.URLParameters(url)
     params.connection_attempts = 1
@@ -78,12 +78,12 @@ def unique_prefix(name: str = "t") -> str:
 def delete_rabbit_prefix(url: str, prefix: str, queues: tuple[str, ...] | None = None) -> None:
     """Delete the topology of ``prefix`` and, through the management API when it is up, any leftover
     ``prefix.*`` queue (claim queues also expire by themselves after a few minutes)."""
-    from stacdrop.bus.rabbitmq import RabbitBus  # noqa: PLC0415
-    from stacdrop.messages import QUEUES  # noqa: PLC0415
+    from stacdrop.bus.rabbitmq import RabbitBus
+    from stacdrop.messages import QUEUES
 
     RabbitBus(url, prefix=prefix, queues=queues or QUEUES).delete_topology()
     try:
-        import requests  # noqa: PLC0415
+        import requests
 
         parsed = urllib.parse.urlsplit(url)
         auth = (urllib.parse.unquote(parsed.username or "guest"), urllib.parse.unquote(parsed.password or "guest"))
@@ -102,7 +102,7 @@ def delete_rabbit_prefix(url: str, prefix: str, queues: tuple[str, ...] | None =
 
 
 def _pg_check(dsn: str) -> None:
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     with psycopg.connect(dsn, connect_timeout=3) as conn:
         conn.execute("SELECT 1")
@@ -129,14 +129,14 @@ MOTO_URL = os.environ.get("STACDROP_TEST_S3", "http://127.0.0.1:9000")
 
 
 def _http_check(url: str) -> None:
-    import urllib.request  # noqa: PLC0415
+    import urllib.request
 
-    with urllib.request.urlopen(url.rstrip("/") + "/moto-api/", timeout=3) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url.rstrip("/") + "/moto-api/", timeout=3) as resp:  # loopback
         resp.read(1)
 
 
 def free_port() -> int:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -187,10 +187,10 @@ class MotoServer:
 
     def reset(self) -> None:
         """Forget every bucket and object."""
-        import urllib.request  # noqa: PLC0415
+        import urllib.request
 
         req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=5).read()  # noqa: S310 - loopback
+        urllib.request.urlopen(req, timeout=5).read()  # loopback
 
 
 def ensure_moto(url: str = MOTO_URL, timeout: float = 30.0) -> str:

@@ -29,7 +29,7 @@ TOKEN = "test-token-s3cr3t"
 
 
 def _dsn_parts(dsn: str) -> dict[str, str]:
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     return {k: str(v) for k, v in info.items() if v is not None}
@@ -41,8 +41,10 @@ def check_available(admin_dsn: str) -> None:
         for module in ("pypgstac", "stac_fastapi.pgstac"):  # importable, not only present on the path
             importlib.import_module(module)
     except ImportError as exc:
-        raise ServiceUnavailable(f"stac-fastapi-pgstac / pypgstac not installed ({exc}): pip install -e '.[test]'")
-    import psycopg  # noqa: PLC0415
+        raise ServiceUnavailable(
+            f"stac-fastapi-pgstac / pypgstac not installed ({exc}): pip install -e '.[test]'"
+        ) from exc
+    import psycopg
 
     with psycopg.connect(admin_dsn, connect_timeout=3) as conn:
         row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'").fetchone()
@@ -72,7 +74,7 @@ class StacApiServer:
         return f"postgresql://{user}{pw}@{p.get('host', '127.0.0.1')}:{p.get('port', '5432')}/{self.dbname}"
 
     def create(self) -> "StacApiServer":
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
@@ -134,7 +136,7 @@ class StacApiServer:
             self.proc.wait(10)
 
     def drop(self) -> None:
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         self.stop()
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:

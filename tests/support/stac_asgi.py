@@ -21,7 +21,7 @@ READS = {"GET", "HEAD", "OPTIONS"}
 
 
 def make_app() -> Any:
-    from stac_fastapi.pgstac.app import create_app  # noqa: PLC0415
+    from stac_fastapi.pgstac.app import create_app
 
     inner = create_app()
     token = os.environ.get("STAC_TEST_TOKEN", "test-token")

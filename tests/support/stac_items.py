@@ -12,7 +12,8 @@ def make_item(item_id="bio1", collection="chelsa", dt="2010-01-01T00:00:00Z", bb
         "bbox": [w, s, e, n],
         "properties": {"datetime": dt, **props},
         "links": [],
-        "assets": {"data": {"href": f"https://x/{item_id}.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+        "assets": {"data": {"href": f"https://x/{item_id}.tif",
+                            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                             "roles": ["data"], "file:size": 10, "file:checksum": "1220" + "00" * 32}},
     }
 

@@ -15,13 +15,13 @@ from tests.support.daemon import DaemonProcess, catalog_items, ledger_for
 MGMT = "http://127.0.0.1:15672/api"
 
 
-def bus(env: dict[str, str]):  # noqa: ANN201
+def bus(env: dict[str, str]):
     from stacdrop.bus.rabbitmq import RabbitBus
 
     return RabbitBus(env["STACDROP_BROKER"], prefix=env["STACDROP_QUEUE_PREFIX"])
 
 
-def wait_stages(predicate, timeout: float, what: str, procs: dict[str, DaemonProcess]):  # noqa: ANN001, ANN201
+def wait_stages(predicate, timeout: float, what: str, procs: dict[str, DaemonProcess]):
     """wait_until, failing with the tail of every stage's log (and when any stage process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

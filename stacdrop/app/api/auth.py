@@ -21,7 +21,7 @@ from stacdrop.config import Settings
 # auto_error=False: a missing header is our 401 with our message, not FastAPI's 403.
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api_token> (STACDROP_API_TOKEN)")
 NO_TOKEN = (
-    "writes are disabled: no API token is configured. Set STACDROP_API_TOKEN (api_token) and send "
+    "writes are disabled: no API token is configured. Set STACDROP_API_TOKEN (api_token) and send "  # noqa: S105 - a message, not a password
     "'Authorization: Bearer <token>', or set STACDROP_API_AUTH_DISABLED=true to allow writes without a token"
 )
 

@@ -134,7 +134,9 @@ def status_all(
     request: Request,
     response: Response,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0, le=100_000, description="Skip this many (the database still reads them: prefer the cursor)"),
+    offset: int = Query(
+        default=0, ge=0, le=100_000, description="Skip this many (the database still reads them: prefer the cursor)"
+    ),
     cursor: str | None = Query(default=None, description="From the Link header of the previous page"),
     api: ApiState = Depends(get_state),
 ) -> list[dict[str, Any]]:

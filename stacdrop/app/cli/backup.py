@@ -13,7 +13,8 @@ from stacdrop.errors import StacdropError
 
 @click.group(invoke_without_command=True)
 @click.option("--to", "dest", default=None, help="Directory or s3://bucket/prefix (default: settings.backup.dir).")
-@click.option("--keep", type=click.IntRange(min=1), default=None, help="Archives kept (default: settings.backup.keep, 30).")
+@click.option("--keep", type=click.IntRange(min=1), default=None,
+              help="Archives kept (default: settings.backup.keep, 30).")
 @click.pass_context
 def backup(click_ctx: click.Context, dest: str | None, keep: int | None) -> None:
     """Dump the pgstac catalog (settings.backup.catalog_dsn) and prune old archives; `backup list` shows them."""

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from stacdrop.app.cli.context import Context, parse_since_option, pass_ctx, table
+from stacdrop.bus.base import DeadLetterFilter
 
 
 @click.command()
@@ -49,9 +50,7 @@ def dlq() -> None:
 
 
 def _dlq_filter(ids: tuple[str, ...], stage: str | None, error_class: str | None, collection: str | None,
-                since: str | None):  # noqa: ANN202
-    from stacdrop.bus.base import DeadLetterFilter  # noqa: PLC0415
-
+                since: str | None) -> DeadLetterFilter:
     return DeadLetterFilter(queue=stage, error_class=error_class, collection=collection,
                             since=parse_since_option(since), ids=list(ids))
 

@@ -176,11 +176,11 @@ class Admin:
             if total == 0:
                 return
             ch.basic_qos(prefetch_count=total if total <= 65535 else 0)
-            seen = 0
-            for method, props, body in ch.consume(dead_queue, auto_ack=False, inactivity_timeout=1.0):
+            for seen, (method, props, body) in enumerate(
+                ch.consume(dead_queue, auto_ack=False, inactivity_timeout=1.0), start=1
+            ):
                 if method is None:
                     break
-                seen += 1
                 letter = _letter(queue, props, body)
                 if letter is not None and visit(ch, method.delivery_tag, letter) is _STOP:
                     break

@@ -44,7 +44,7 @@ def test_no_error_class_is_a_bare_string() -> None:
 def test_every_error_subclass_has_a_listed_class() -> None:
     for stage in ("processor", "publisher", "watcher"):  # load every stage's errors
         importlib.import_module(stage)
-    from stacdrop.errors import StacdropError  # noqa: PLC0415
+    from stacdrop.errors import StacdropError
 
     def subclasses(cls: type) -> list[type]:
         return [cls, *[s for sub in cls.__subclasses__() for s in subclasses(sub)]]

@@ -9,7 +9,7 @@ from stacdrop.app.api.compat import original_step
 from stacdrop.ledger import JobState, Ledger
 
 
-def _create(ledger: Ledger, source: str = "/in/c/a.tif", content: str = "sha1+side1"):  # noqa: ANN202
+def _create(ledger: Ledger, source: str = "/in/c/a.tif", content: str = "sha1+side1"):
     return ledger.create_job(kind="raster", source=source, source_key="c/a.tif", content_key=content,
                              collection="c", origin="inbox", priority=5, params={"sidecar": "c/a.json"})
 

@@ -47,7 +47,7 @@ REDACTED_DSN = "postgresql://stacdrop:***@db.internal:5432/ledger?sslmode=***"
 
 def forms(secret: str) -> set[str]:
     """A secret as it may be written: raw, decoded, percent-encoded."""
-    from urllib.parse import unquote  # noqa: PLC0415
+    from urllib.parse import unquote
 
     return {secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret), safe="")}
 
@@ -58,7 +58,7 @@ def leaks(text: str, *secrets: str) -> list[str]:
 
 # -- unit: the redaction functions ---------------------------------------------------------------------
 def test_redact_url_masks_passwords_queries_and_bare_user_info() -> None:
-    from stacdrop.redact import redact_url  # noqa: PLC0415
+    from stacdrop.redact import redact_url
 
     cases = {  # url: (as anyone sees it, as the operator sees it in `stacdrop config`)
         "amqp://user:p/@:ss%2Fw0rd@rabbit:5672/vhost": ("amqp://rabbit:5672/vhost", "amqp://user:***@rabbit:5672/vhost"),
@@ -80,7 +80,7 @@ def test_redact_url_masks_passwords_queries_and_bare_user_info() -> None:
 @given(password=st.text(PRINTABLE, min_size=1, max_size=40), encoded=st.booleans())
 @hsettings(max_examples=300, deadline=None)
 def test_no_password_comes_out_of_redact_url(password: str, encoded: bool) -> None:
-    from stacdrop.redact import redact_url  # noqa: PLC0415
+    from stacdrop.redact import redact_url
 
     written = quote(password, safe="") if encoded else password
     url = f"postgresql://stacdrop:{written}@db.internal:5432/ledger?sslmode=require"
@@ -96,7 +96,7 @@ def test_no_password_comes_out_of_redact_url(password: str, encoded: bool) -> No
                         min_size=1, max_size=40))
 @hsettings(max_examples=300, deadline=None)
 def test_url_passwords_in_prose_are_masked_by_shape(password: str) -> None:
-    from stacdrop.redact import redact_text  # noqa: PLC0415
+    from stacdrop.redact import redact_text
 
     assume(not any(c.isspace() for c in password))
     text = f"connection to amqp://stacdrop:{password}@rabbit.internal:5672/vhost refused"
@@ -106,7 +106,7 @@ def test_url_passwords_in_prose_are_masked_by_shape(password: str) -> None:
 @given(secret=st.text(PRINTABLE, min_size=6, max_size=40))
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_known_secrets_never_come_out_of_redact_text(secret: str) -> None:
-    from stacdrop.redact import redact_text  # noqa: PLC0415
+    from stacdrop.redact import redact_text
 
     text = (f"POST failed with {secret!r}; sent Authorization {secret} to https://h/x?key={quote(secret, safe='')} "
             f"and {quote(secret)} (form {secret.replace(' ', '+')})")
@@ -115,7 +115,7 @@ def test_known_secrets_never_come_out_of_redact_text(secret: str) -> None:
 
 
 def test_signatures_and_bearer_tokens_in_prose() -> None:
-    from stacdrop.redact import redact_text  # noqa: PLC0415
+    from stacdrop.redact import redact_text
 
     text = ("No connection adapters were found for 's3://b/k.tif?X-Amz-Signature=abc123' (botocore: "
             f"X-Amz-Credential={CREDENTIAL}%2F20240101 Signature=zz9 sig=SAS0sig token=t0k3n); sent "
@@ -127,8 +127,8 @@ def test_signatures_and_bearer_tokens_in_prose() -> None:
 
 
 def test_redact_text_keeps_the_sentence_and_is_idempotent() -> None:
-    from stacdrop.config import Settings  # noqa: PLC0415
-    from stacdrop.redact import redact_text, secrets_of  # noqa: PLC0415
+    from stacdrop.config import Settings
+    from stacdrop.redact import redact_text, secrets_of
 
     text = f"http://h/k.tif?X-Amz-Signature={SIGNATURE}: access denied; see 's3://b/k?sig=abc'."
     once = redact_text(text)
@@ -141,8 +141,8 @@ def test_redact_text_keeps_the_sentence_and_is_idempotent() -> None:
 
 
 def test_secrets_of_settings() -> None:
-    from stacdrop.config import Settings  # noqa: PLC0415
-    from stacdrop.redact import secrets_of  # noqa: PLC0415
+    from stacdrop.config import Settings
+    from stacdrop.redact import secrets_of
 
     settings = Settings(
         stac=STAC_URL, broker="amqp://u:br0ker-pw@rabbit/v", ledger="postgresql://u:l%40dger-pw@db/l",
@@ -157,8 +157,8 @@ def test_secrets_of_settings() -> None:
 
 
 def test_ledger_stores_errors_and_events_redacted(tmp_path: Path) -> None:
-    from stacdrop.ledger import Ledger, PendingEvent  # noqa: PLC0415
-    from stacdrop.times import utcnow  # noqa: PLC0415
+    from stacdrop.ledger import Ledger, PendingEvent
+    from stacdrop.times import utcnow
 
     ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db", secrets=[STAC_TOKEN])
     job, _ = ledger.create_job(kind="raster", source="http://h/x.tif", source_key="c/x.tif", content_key="k",
@@ -179,13 +179,13 @@ def test_runtime_redacts_a_failure_before_the_log_the_ledger_and_the_dead_letter
     """Where errors are recorded: whatever text an exception carries (here requests' error for a redirect
     to an ``s3://`` presigned URL, as the processor raised it before the URL policy), the job error, its
     events, the dead letter and the log line hold no signature."""
-    import structlog  # noqa: PLC0415
+    import structlog
 
-    from stacdrop.bus.sqlite import SqliteBus  # noqa: PLC0415
-    from stacdrop.ledger import Ledger  # noqa: PLC0415
-    from stacdrop.messages import Envelope, IngestRequest, Source  # noqa: PLC0415
-    from stacdrop.retry import RetryPolicy  # noqa: PLC0415
-    from stacdrop.runtime import StageRunner  # noqa: PLC0415
+    from stacdrop.bus.sqlite import SqliteBus
+    from stacdrop.ledger import Ledger
+    from stacdrop.messages import Envelope, IngestRequest, Source
+    from stacdrop.retry import RetryPolicy
+    from stacdrop.runtime import StageRunner
 
     presigned = (f"s3://bucket/x.tif?X-Amz-Credential={CREDENTIAL}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
                  f"&X-Amz-Signature={SIGNATURE}")
@@ -218,12 +218,12 @@ def test_runtime_redacts_a_failure_before_the_log_the_ledger_and_the_dead_letter
 
 
 def test_api_middleware_redacts_json_and_text_answers() -> None:
-    from starlette.applications import Starlette  # noqa: PLC0415
-    from starlette.responses import JSONResponse, PlainTextResponse  # noqa: PLC0415
-    from starlette.routing import Route  # noqa: PLC0415
-    from starlette.testclient import TestClient  # noqa: PLC0415
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
 
-    from stacdrop.app.api.redaction import RedactResponses  # noqa: PLC0415
+    from stacdrop.app.api.redaction import RedactResponses
 
     metrics = f'stacdrop_jobs{{collection="{STAC_TOKEN}"}} 1.0\n'
     app = Starlette(routes=[
@@ -279,9 +279,9 @@ def without_aws(env: dict[str, str]) -> dict[str, str]:
 
 def test_fetching_s3_without_credentials_asks_no_metadata_service(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from processor.fetch import fetch_source  # noqa: PLC0415
-    from stacdrop.config import Settings  # noqa: PLC0415
-    from stacdrop.errors import StacdropError  # noqa: PLC0415
+    from processor.fetch import fetch_source
+    from stacdrop.config import Settings
+    from stacdrop.errors import StacdropError
 
     metadata = CountingServer()
     try:
@@ -289,8 +289,9 @@ def test_fetching_s3_without_credentials_asks_no_metadata_service(tmp_path: Path
             monkeypatch.delenv(name)
         for name, value in no_aws_env(tmp_path, metadata, container=True).items():
             monkeypatch.setenv(name, value)
-        with pytest.raises(StacdropError) as raised, fetch_source("s3://bucket/x.tif", tmp_path, processor_settings(Settings()).access):
-            pass
+        with pytest.raises(StacdropError) as raised:
+            with fetch_source("s3://bucket/x.tif", tmp_path, processor_settings(Settings()).access):
+                pass
         assert "aws_access_key_id" in str(raised.value) and raised.value.transient is False
         assert metadata.requests == []
     finally:
@@ -399,13 +400,13 @@ def test_stacdrop_config_masks_every_password(tmp_path: Path) -> None:
 class _Presigning(QuietHandler):
     server: PresigningServer
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", "4096")
         self.send_header("Last-Modified", formatdate(usegmt=True))
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
         query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={CREDENTIAL}%2F20240101%2Fus-east-1"
                  f"%2Fs3%2Faws4_request&X-Amz-Expires=1&X-Amz-SignedHeaders=host&X-Amz-Signature={SIGNATURE}")

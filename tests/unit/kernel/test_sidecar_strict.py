@@ -91,7 +91,8 @@ def test_unknown_fields_become_properties_where_a_collection_opts_in() -> None:
     with pytest.raises(InvalidSidecar, match="unknown top-level field 'variable'"):
         parse_sidecar(text, "strict/a.json", settings.collection_settings, "strict")
     # the collection the sidecar names decides, not the folder it lies in
-    named = parse_sidecar('{"collection": "legacy", "variable": "tas"}', "strict/a.json", settings.collection_settings, "strict")
+    named = parse_sidecar('{"collection": "legacy", "variable": "tas"}', "strict/a.json", settings.collection_settings,
+                          "strict")
     assert named.collection == "legacy" and named.properties == {"variable": "tas"}
     with pytest.raises(InvalidSidecar):
         sidecar_from_dict({"collection_id": "strict", "variable": "tas"}, "x", settings.collection_settings, "legacy")

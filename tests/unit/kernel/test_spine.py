@@ -57,7 +57,7 @@ def test_sidecar_datetimes_are_normalised_to_utc() -> None:
         "2000-06-01T10:00:00Z", "1999-01-01T00:00:00Z", "2000-12-31T00:00:00Z")
 
 
-def test_settings_precedence_file_then_env(tmp_path) -> None:  # noqa: ANN001
+def test_settings_precedence_file_then_env(tmp_path) -> None:
     cfg = tmp_path / "stacdrop.toml"
     cfg.write_text('inbox = "/from/file"\nstore = "/file/store"\n[collections.lc]\nresampling = "mode"\n'
                    '[collection_defaults]\nasset_key = "cog"\n')
@@ -68,7 +68,7 @@ def test_settings_precedence_file_then_env(tmp_path) -> None:  # noqa: ANN001
     assert s.s3.secret_access_key.get_secret_value() == "k" and s.masked()["s3"]["secret_access_key"] == "***"
 
 
-def test_settings_errors_name_the_file(tmp_path) -> None:  # noqa: ANN001
+def test_settings_errors_name_the_file(tmp_path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[collections.lc]\nresampling = "smear"\n')
     with pytest.raises(ConfigError, match="lc"):
@@ -118,7 +118,7 @@ def test_parse_s3_url_keeps_question_marks_and_hashes_in_keys() -> None:
         parse_s3_url("https://bucket/key")
 
 
-def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) -> None:  # noqa: ANN001
+def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) -> None:
     from datetime import timedelta
 
     from processor.errors import SourceUnavailable
@@ -146,7 +146,7 @@ def test_a_source_outage_is_uncounted_for_the_patience_then_counted(tmp_path) ->
     assert runner._uncounted_delay(old, ClaimedElsewhere("held"), "claimed_elsewhere") == 15.0
 
 
-def test_settings_sections_and_their_flat_aliases(tmp_path) -> None:  # noqa: ANN001
+def test_settings_sections_and_their_flat_aliases(tmp_path) -> None:
     """Sections in TOML and STACDROP_<SECTION>__<FIELD>; the flat names of every earlier release still set
     the same fields; within one source the section wins, and the environment wins over the file."""
     cfg = tmp_path / "stacdrop.toml"

@@ -75,10 +75,10 @@ class _Recording(QuietHandler):
         if with_body:
             self.wfile.write(self.server.body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(False)
 
 
@@ -161,7 +161,8 @@ def test_redirect_hops_are_checked(internal: Recorder, public: Recorder, tmp_pat
 def test_a_checked_redirect_is_followed_with_the_host_name_kept(public: Recorder, tmp_path: Path) -> None:
     assert fetched(f"http://localhost:{public.port}/to/public", tmp_path, BY_NAME) == PUBLIC_BODY
     # Connected to the checked address, but the request names the host (virtual hosts, TLS SNI).
-    assert public.seen == [("GET", "/to/public", f"localhost:{public.port}"), ("GET", "/a.tif", f"localhost:{public.port}")]
+    assert public.seen == [("GET", "/to/public", f"localhost:{public.port}"),
+                           ("GET", "/a.tif", f"localhost:{public.port}")]
 
 
 def test_allowed_hosts_entries_with_a_port(internal: Recorder, public: Recorder, tmp_path: Path) -> None:

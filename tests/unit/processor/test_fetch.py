@@ -42,7 +42,7 @@ class Files(LocalHttpServer):
 class Handler(QuietHandler):
     server: Files
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         hits = self.server.hits[path] = self.server.hits.get(path, 0) + 1
         if path == "/forbidden.tif":
@@ -92,9 +92,11 @@ def test_http_source_streamed_and_removed(web, tmp_path):
         assert Path(local).read_bytes() == (web.root / "a.tif").read_bytes()
         assert local.endswith(".tif") and Path(local).parent == work
     assert leftovers(work) == []
-    with fetch_source(f"{web.url}/moved.tif", work, processor_settings(LOCAL).access) as local:  # a redirect on an allowed host
+    # a redirect on an allowed host
+    with fetch_source(f"{web.url}/moved.tif", work, processor_settings(LOCAL).access) as local:
         assert Path(local).stat().st_size == 300_000
-    with fetch_source(f"{web.url}/flaky.tif", work, processor_settings(LOCAL).access) as local:  # two 500s, then the file
+    # two 500s, then the file
+    with fetch_source(f"{web.url}/flaky.tif", work, processor_settings(LOCAL).access) as local:
         assert Path(local).stat().st_size == 300_000
     assert web.hits["/flaky.tif"] == 3
 
@@ -114,7 +116,8 @@ def test_http_errors(web, tmp_path):
     assert err.value.transient and "secret" not in str(err.value)
     assert web.hits["/broken.tif"] == 3
     with pytest.raises(SourceTooLarge, match="max_source_bytes"):
-        with fetch_source(f"{web.url}/a.tif", work, processor_settings(Settings(allowed_hosts=["127.0.0.1"], max_source_bytes=1000)).access):
+        access = processor_settings(Settings(allowed_hosts=["127.0.0.1"], max_source_bytes=1000)).access
+        with fetch_source(f"{web.url}/a.tif", work, access):
             pass
     with pytest.raises(UnsafeURL, match="169.254.169.254 is not on allowed_hosts"):  # redirects are checked too
         with fetch_source(f"{web.url}/to-metadata", work, processor_settings(LOCAL).access):
@@ -175,7 +178,8 @@ def test_s3_source(s3env, tmp_path):
         with fetch_source("s3://no-such-bucket-xyz/in/a.tif", tmp_path, processor_settings(settings).access):
             pass
     with pytest.raises(SourceTooLarge):
-        with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, processor_settings(settings.replace(max_source_bytes=10)).access):
+        access = processor_settings(settings.replace(max_source_bytes=10)).access
+        with fetch_source(f"s3://{bucket}/in/a b+c.tif", tmp_path, access):
             pass
     assert leftovers(tmp_path) == []
 
@@ -204,7 +208,8 @@ def test_process_raster_from_http_into_s3(web, s3env, tmp_path):
     request = IngestRequest(source=Source(url=f"{web.url}/dem.tif", key="coll/dem.tif", content_key="x"),
                             collection="coll", sidecar_text=json.dumps({"id": "dem", "datetime": "2020-01-01"}))
     steps: list[str] = []
-    ready = process_raster(request, processor_settings(settings), store, workdir=tmp_path / "work", on_step=steps.append)
+    ready = process_raster(request, processor_settings(settings), store, workdir=tmp_path / "work",
+                           on_step=steps.append)
     assert steps == ["fetch", "validate", "convert", "store", "metadata"]
     assert ready.cog.href == f"s3://{bucket}/io/coll/dem.tif" and ready.raster.width == 300
     assert client.head_object(Bucket=bucket, Key="io/coll/dem.tif")["ContentLength"] == ready.cog.size

@@ -252,7 +252,8 @@ def test_categorical_overviews_keep_class_values(env, resampling):
     with rasterio.open(ready.cog.href, overview_level=levels - 1) as ov:
         values = set(np.unique(ov.read(1)).tolist())
     assert values <= CLASSES | {0}
-    assert set(int(v) for v in (ready.raster.bands[0].statistics["minimum"], ready.raster.bands[0].statistics["maximum"])) <= CLASSES
+    stats = ready.raster.bands[0].statistics
+    assert set(int(v) for v in (stats["minimum"], stats["maximum"])) <= CLASSES
 
 
 def test_average_would_invent_classes(env):
@@ -305,7 +306,8 @@ def _no_transform(path: Path) -> Path:
 
 def _gcps_only(path: Path) -> Path:
     gcps = [GroundControlPoint(0, 0, 10, 50), GroundControlPoint(0, 64, 11, 50), GroundControlPoint(64, 0, 10, 49)]
-    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", gcps=gcps, crs="EPSG:4326") as ds:
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", gcps=gcps,
+                       crs="EPSG:4326") as ds:
         ds.write(np.ones((1, 64, 64), "uint8"))
     return path
 

@@ -125,7 +125,8 @@ def test_store_key_template():
     assert store_key("{collection}/{filename}", collection="c", filename="x.tif", item_id=None) == "c/x.tif"
     assert store_key("{collection}/{id}{ext}", collection="c", filename="x.tiff", item_id="it") == "c/it.tiff"
     assert store_key("{collection}/{id}.tif", collection="c", filename="x.tif", item_id=None) == "c/x.tif"
-    assert store_key("cogs/{collection}/{stem}.tif", collection="c", filename="sub/x.tif", item_id=None) == "cogs/c/x.tif"
+    assert store_key("cogs/{collection}/{stem}.tif", collection="c", filename="sub/x.tif",
+                     item_id=None) == "cogs/c/x.tif"
     for template in ("/{collection}/{filename}", "{collection}/../../{filename}", "../{filename}"):
         with pytest.raises(InvalidStoreKey, match="x.tif"):
             store_key(template, collection="c", filename="x.tif", item_id=None)
@@ -142,7 +143,8 @@ def test_open_store(tmp_path):
     assert isinstance(s, LocalStore) and s.href("a/b.tif") == "https://h/a/b.tif"
     s = open_store(f"file://{tmp_path}/cogs")
     assert isinstance(s, LocalStore) and s.root == (tmp_path / "cogs").resolve()
-    s3 = open_store("s3://bucket/prefix", Settings(aws_access_key_id="k", aws_secret_access_key="s").s3)  # no connection yet
+    # no connection yet
+    s3 = open_store("s3://bucket/prefix", Settings(aws_access_key_id="k", aws_secret_access_key="s").s3)
     assert s3.href("c/x.tif") == "s3://bucket/prefix/c/x.tif"
     with pytest.raises(ConfigError, match="aws_secret_access_key"):  # named at once, not at the first upload
         open_store("s3://bucket/prefix", Settings(aws_access_key_id="k").s3)
@@ -160,7 +162,8 @@ def test_tiff_layout_reads_cog_ifds(tmp_path):
     convert_to_cog(str(src), str(out), resampling="average")
     layout = tiff_layout(out)
     assert [i.subfile_type for i in layout.ifds] == [0, 4, 1, 5]  # image, mask, overview, mask overview
-    assert all(i.tiled and i.compression == 8 and i.predictor == (2 if i.subfile_type in (0, 1) else 1) for i in layout.ifds)
+    assert all(i.tiled and i.compression == 8 and i.predictor == (2 if i.subfile_type in (0, 1) else 1)
+               for i in layout.ifds)
     assert max(i.data_end for i in layout.ifds) <= layout.size
 
 

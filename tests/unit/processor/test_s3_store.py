@@ -160,7 +160,7 @@ def test_moto_stopped_mid_upload_then_started_again(tmp_path):
     """The S3 server process itself stops in the middle of a multipart upload and starts again (empty:
     moto keeps no state; the bucket is created again as an operator would): the put fails transiently,
     the retry completes, and no multipart upload is left."""
-    from tests.support.services import MotoServer  # noqa: PLC0415
+    from tests.support.services import MotoServer
 
     server = MotoServer().start()
     try:

@@ -151,7 +151,8 @@ def test_asset_key_and_nodata_strings():
             BandMetadata(data_type="float64", nodata="NaN", statistics={"min": 0, "max": float("nan")}),
         ],
     )
-    d = derive_item(make_ready("c/x.tif", raster=raster, sidecar={"datetime": "2020"}), CollectionSettings(asset_key="cog"))
+    d = derive_item(make_ready("c/x.tif", raster=raster, sidecar={"datetime": "2020"}),
+                    CollectionSettings(asset_key="cog"))
     bands = d.item["assets"]["cog"]["raster:bands"]
     assert [b["nodata"] for b in bands] == ["nan", "-inf", "nan"]
     assert bands[1]["spatial_resolution"] == 250.0 and bands[0]["spatial_resolution"] == 0.1
@@ -161,7 +162,8 @@ def test_asset_key_and_nodata_strings():
 
 
 def test_igh_writes_wkt2_not_code():
-    raster = make_raster(crs_epsg=None, crs_wkt2=IGH_WKT, transform=[250.0, 0, -1e6, 0, -250.0, 5e6], width=400, height=400)
+    raster = make_raster(crs_epsg=None, crs_wkt2=IGH_WKT, transform=[250.0, 0, -1e6, 0, -250.0, 5e6],
+                         width=400, height=400)
     d = derive_item(make_ready("soil/x.tif", raster=raster, sidecar={"datetime": "2020"}), CollectionSettings())
     p = d.item["properties"]
     assert "proj:code" not in p and p["proj:wkt2"].startswith("PROJCRS[")

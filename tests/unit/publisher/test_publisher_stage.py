@@ -83,7 +83,8 @@ def test_publish_collection_sets_a_missing_id_and_updates(sink):
     assert publish_collection(update(json.dumps({"title": "CHELSA", "description": "new"})), sink) == "updated"
     col = sink.get_collection("chelsa")
     assert col["title"] == "CHELSA" and col["description"] == "new" and col["license"] == "CC-BY-4.0"
-    assert [l["href"] for l in col["links"] if l["rel"] == "item"] == ["./CHELSA_tas_06_2010/CHELSA_tas_06_2010.json"]
+    item_hrefs = [link["href"] for link in col["links"] if link["rel"] == "item"]
+    assert item_hrefs == ["./CHELSA_tas_06_2010/CHELSA_tas_06_2010.json"]
 
 
 def test_publish_collection_invalid_fields_are_named(sink):

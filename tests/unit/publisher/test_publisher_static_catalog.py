@@ -24,7 +24,7 @@ def extent(cat, cid="chelsa"):
 
 
 def item_links(cat, cid="chelsa"):
-    return [l["href"] for l in cat.get_collection(cid)["links"] if l["rel"] == "item"]
+    return [link["href"] for link in cat.get_collection(cid)["links"] if link["rel"] == "item"]
 
 
 def test_policies(cat):
@@ -97,7 +97,8 @@ def test_union_lon(a, b, expected):
 def test_upsert_collection_keeps_item_links_and_merges(cat):
     cat.put_item(make_item("a", bbox=(-10, 45, 0, 50)))
     new = make_collection(title="CHELSA v2", keywords=["climate"],
-                          extent={"spatial": {"bbox": [[0, 0, 1, 1]]}, "temporal": {"interval": [["2011-01-01T00:00:00Z", None]]}})
+                          extent={"spatial": {"bbox": [[0, 0, 1, 1]]},
+                                  "temporal": {"interval": [["2011-01-01T00:00:00Z", None]]}})
     del new["license"]
     assert cat.upsert_collection(new) == "updated"
     col = cat.get_collection("chelsa")
@@ -106,9 +107,9 @@ def test_upsert_collection_keeps_item_links_and_merges(cat):
     # with items, the new extent is widened to still cover them
     assert col["extent"]["spatial"]["bbox"] == [[-10, 0, 1, 50]]
     assert col["extent"]["temporal"]["interval"] == [["2010-01-01T00:00:00Z", None]]
-    assert [l["rel"] for l in col["links"]].count("license") == 1
+    assert [link["rel"] for link in col["links"]].count("license") == 1
     cat_json = json.loads((cat.root / "catalog.json").read_text())
-    assert [l for l in cat_json["links"] if l["rel"] == "child"] == [
+    assert [link for link in cat_json["links"] if link["rel"] == "child"] == [
         {"rel": "child", "href": "./chelsa/collection.json", "type": "application/json", "title": "CHELSA v2"}
     ]
 
@@ -180,7 +181,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp(cat, monkeypatch):
 def test_skip_repairs_a_missing_link(cat):
     cat.put_item(make_item("a"))
     col = cat.get_collection("chelsa")
-    col["links"] = [l for l in col["links"] if l["rel"] != "item"]
+    col["links"] = [link for link in col["links"] if link["rel"] != "item"]
     (cat.root / "chelsa" / "collection.json").write_text(json.dumps(col))  # as if a crash hit between writes
     assert cat.put_item(make_item("a"), "skip") == "skipped"
     assert item_links(cat) == ["./a/a.json"]

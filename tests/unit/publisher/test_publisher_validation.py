@@ -30,7 +30,8 @@ def collection(**kw):
     col = {
         "type": "Collection", "stac_version": "1.1.0", "stac_extensions": [], "id": "chelsa",
         "description": "CHELSA climatologies", "license": "CC-BY-4.0",
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [["1981-01-01T00:00:00Z", None]]}},
+        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                   "temporal": {"interval": [["1981-01-01T00:00:00Z", None]]}},
         "links": [],
     }
     col.update(kw)
@@ -39,12 +40,14 @@ def collection(**kw):
 
 def test_valid_item_offline(no_network, item):
     validate_item(item, "chelsa/x.tif")  # declares 3 extension schemas: none is fetched
-    item_with_links = {**item, "links": [{"rel": "collection", "href": "../collection.json", "type": "application/json"}]}
+    item_with_links = {**item,
+                       "links": [{"rel": "collection", "href": "../collection.json", "type": "application/json"}]}
     validate_item(item_with_links, "chelsa/x.tif")
 
 
 def test_valid_collection_offline(no_network):
-    validate_collection(collection(stac_extensions=["https://stac-extensions.github.io/scientific/v1.0.0/schema.json"]), "c.json")
+    scientific = "https://stac-extensions.github.io/scientific/v1.0.0/schema.json"
+    validate_collection(collection(stac_extensions=[scientific]), "c.json")
 
 
 def test_validator_is_compiled_once():
@@ -111,8 +114,11 @@ def test_antimeridian_bbox_is_valid(item):
         ({"license": None}, "license"),
         ({"id": "bad id"}, "id"),
         ({"type": "Catalog"}, "type"),
-        ({"extent": {"spatial": {"bbox": [[-200, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}}}, "extent.spatial.bbox[0]"),
-        ({"extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [["2010-01-01T00:00:00Z", "2000-01-01T00:00:00Z"]]}}}, "interval"),
+        ({"extent": {"spatial": {"bbox": [[-200, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}}},
+         "extent.spatial.bbox[0]"),
+        ({"extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                     "temporal": {"interval": [["2010-01-01T00:00:00Z", "2000-01-01T00:00:00Z"]]}}},
+         "interval"),
     ],
 )
 def test_invalid_collections(change, field):

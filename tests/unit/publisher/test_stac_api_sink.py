@@ -219,7 +219,7 @@ def test_delete_item(sink, cid):
 
 
 def test_collection_deleted_behind_the_cache_is_created_again_when_allowed(stac_api_url, cid, monkeypatch):
-    from publisher import stage  # noqa: PLC0415
+    from publisher import stage
 
     sink = StacApiSink(stac_api_url)
     sink.upsert_collection(make_collection(cid))
@@ -289,8 +289,8 @@ def test_publisher_batch_with_one_rejected_item_publishes_the_others(tmp_path, s
             bus.publish("publish", Envelope.wrap(job.id, make_ready(key=key, collection=cid,
                                                                      sidecar={"datetime": f"201{n}-01-01"})))
     runner = StageRunner(
-        "publish", publish_handler.make_publish_handler(settings.collection_settings, sink, ledger), bus=bus, ledger=ledger,
-        policy=RetryPolicy(max_retries=2, base=0.1), batch_size=10, batch_window=0.5,
+        "publish", publish_handler.make_publish_handler(settings.collection_settings, sink, ledger),
+        bus=bus, ledger=ledger, policy=RetryPolicy(max_retries=2, base=0.1), batch_size=10, batch_window=0.5,
         batch_handler=publish_handler.make_publish_batch_handler(settings.collection_settings, sink, ledger),
     )
     stop = threading.Event()

@@ -222,14 +222,14 @@ def test_processor_refuses_local_files_outside_the_inbox(tmp_path: Path) -> None
             process_raster(_request(path, key), processor_settings(settings), store, workdir=tmp_path / "work")
         assert str(err.value) == str(_outside(key))
     assert not list((tmp_path / "store").rglob("*.tif"))
-    ready = process_raster(_request(inbox / "col" / "inside-link.tif", "col/inside-link.tif"), processor_settings(settings), store,
-                           workdir=tmp_path / "work")
+    ready = process_raster(_request(inbox / "col" / "inside-link.tif", "col/inside-link.tif"),
+                           processor_settings(settings), store, workdir=tmp_path / "work")
     assert ready.cog.key == "col/inside-link.tif"
     # a refusal the watcher recorded fails the job at once, with its class, reading nothing
     with pytest.raises(NotRegularFile, match="col/f.json: refused"):
         process_raster(_request(inbox / "col" / "ok.tif", "col/ok.tif", refused=Refusal(
-            error_class="not_regular_file", error="col/f.json: refused: not a regular file")), processor_settings(settings), store,
-            workdir=tmp_path / "work")
+            error_class="not_regular_file", error="col/f.json: refused: not a regular file")),
+            processor_settings(settings), store, workdir=tmp_path / "work")
 
 
 def test_state_files_are_created_private_whatever_the_umask(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ class RecordingIntake:
         self.fingerprints: dict[str, str] = {}
         self.lock = threading.Lock()
 
-    def submit_raster(self, *, source, collection, sidecar, origin, priority, refused=None) -> tuple[str, bool]:  # noqa: ANN001, E501
+    def submit_raster(self, *, source, collection, sidecar, origin, priority, refused=None) -> tuple[str, bool]:
         with self.lock:
             self.rasters.append(dict(source=source, collection=collection,
                                      sidecar_text=sidecar.text if sidecar else None,
@@ -37,7 +37,7 @@ class RecordingIntake:
                                      sidecar_error=sidecar.error if sidecar else None, priority=priority))
             return f"job{len(self.rasters)}", True
 
-    def submit_collection(self, *, source, collection, text, origin) -> str:  # noqa: ANN001
+    def submit_collection(self, *, source, collection, text, origin) -> str:
         with self.lock:
             self.collections.append(dict(source=source, collection=collection, text=text))
             return f"col{len(self.collections)}"
@@ -57,7 +57,7 @@ class RecordingIntake:
         return sorted(r["source"].key for r in self.rasters)
 
 
-def s3(url: str):  # noqa: ANN201
+def s3(url: str):
     return boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
                         region_name="us-east-1")
 
@@ -166,7 +166,8 @@ def test_events_in_three_formats_pair_and_dedup(moto_url, bucket, rabbit_url, na
         assert intake.rasters[-1]["sidecar_name"] == sources["ceph"][:-4] + ".json"
 
         # a stale deletion (the object is there) and an event for a key that is gone are ignored
-        publish(rabbit_url, names["exchange"], ceph_event(client, bucket, f"drop/{sources['aws']}", "ObjectRemoved:Delete"))
+        publish(rabbit_url, names["exchange"],
+                ceph_event(client, bucket, f"drop/{sources['aws']}", "ObjectRemoved:Delete"))
         gone = aws_event(client, bucket, f"drop/{sources['aws']}")
         gone["Records"][0]["s3"]["object"]["key"] = quote_plus("drop/clim/never there.tif")
         publish(rabbit_url, names["exchange"], gone)
