@@ -287,7 +287,7 @@ def _check_bands(bands: Any, where: str, source: str) -> None:
         for key in ("scale", "offset"):
             if key in band and not _is_num(band[key]):
                 _fail(source, f"{at}.{key}", f"must be a number, got {band[key]!r}")
-        resolution = band.get("spatial_resolution")
+        resolution = band.get("spatial_resolution", 0)
         if "spatial_resolution" in band and not (_is_num(resolution) and resolution > 0):
             _fail(source, f"{at}.spatial_resolution", f"must be a positive number, got {resolution!r}")
         if "unit" in band and not isinstance(band["unit"], str):

@@ -174,7 +174,7 @@ class SqliteBus(Bus):
                     idle = min(self.max_poll_interval, idle * 1.5)
                     continue
                 idle = self.poll_interval
-                deliveries: list[SqliteDelivery] = [SqliteDelivery(self, queue, env, owner, redelivered=n > 1) for env, n in claimed]
+                deliveries = [SqliteDelivery(self, queue, env, owner, redelivered=n > 1) for env, n in claimed]
                 for d in deliveries:
                     self._hold_lease(d)
                 try:

@@ -220,7 +220,7 @@ class RabbitDelivery(Delivery):
         for _ in range(3):
             session = self.session
             try:
-                session.call(lambda session=session: op(session))
+                session.call(functools.partial(op, session))
                 self.settled = True
                 return
             except (SessionLost, *LINK_ERRORS) as exc:
