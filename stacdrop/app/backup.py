@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from stacdrop.config import Settings
+from stacdrop.config import BackupSettings, S3Settings
 from stacdrop.errors import ErrorClass, StacdropError
 
 ARCHIVE_RE = re.compile(r"^(?P<database>[A-Za-z0-9_.-]+)-(?P<stamp>\d{8}T\d{6}Z)\.dump$")
@@ -127,12 +127,12 @@ class _Target:
         return psycopg.connect(self.conninfo(database), password=self.password, connect_timeout=10, **kwargs)
 
 
-def _target(settings: Settings, database: str | None = None) -> _Target:
+def _target(settings: BackupSettings, database: str | None = None) -> _Target:
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
-    if settings.backup.catalog_dsn is None:
+    if settings.catalog_dsn is None:
         raise BackupError("catalog_dsn is not set (STACDROP_CATALOG_DSN): the pgstac database to back up or restore")
-    dsn = settings.backup.catalog_dsn.get_secret_value()
+    dsn = settings.catalog_dsn.get_secret_value()
     # SQLAlchemy spelling (postgresql+psycopg://) is accepted: the ledger setting uses it
     dsn = re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", dsn)
     try:
@@ -184,21 +184,22 @@ def _is_s3(dest: str) -> bool:
     return dest.startswith("s3://")
 
 
-def _s3_parts(settings: Settings, dest: str) -> tuple[Any, str, str]:
+def _s3_parts(s3: S3Settings, dest: str) -> tuple[Any, str, str]:
     from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
     bucket, prefix = parse_s3_url(dest)
     prefix = prefix.strip("/")
-    return s3_client(settings.s3), bucket, (prefix + "/" if prefix else "")
+    return s3_client(s3), bucket, (prefix + "/" if prefix else "")
 
 
-def list_archives(settings: Settings, dest: str | None = None, database: str | None = None) -> list[Archive]:
-    """Archives in the destination (default ``settings.backup.dir``), oldest first; only names matching
+def list_archives(settings: BackupSettings, s3: S3Settings, dest: str | None = None,
+                  database: str | None = None) -> list[Archive]:
+    """Archives in the destination (default ``settings.dir``), oldest first; only names matching
     ``<database>-<YYYYmmddTHHMMSSZ>.dump`` (of ``database`` when given)."""
-    dest = dest or settings.backup.dir
+    dest = dest or settings.dir
     found: list[Archive] = []
     if _is_s3(dest):
-        client, bucket, prefix = _s3_parts(settings, dest)
+        client, bucket, prefix = _s3_parts(s3, dest)
         try:
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
             for page in pages:
@@ -222,39 +223,39 @@ def list_archives(settings: Settings, dest: str | None = None, database: str | N
     return sorted(found, key=lambda a: (a.taken_at, a.name))
 
 
-def _delete(settings: Settings, archive: Archive) -> None:
+def _delete(s3: S3Settings, archive: Archive) -> None:
     if _is_s3(archive.location):
         from stacdrop.s3 import parse_s3_url, s3_client  # noqa: PLC0415
 
         bucket, key = parse_s3_url(archive.location)
-        s3_client(settings.s3).delete_object(Bucket=bucket, Key=key)
+        s3_client(s3).delete_object(Bucket=bucket, Key=key)
     else:
         Path(archive.location).unlink(missing_ok=True)
 
 
-def prune(settings: Settings, database: str, keep: int, dest: str | None = None) -> list[str]:
+def prune(settings: BackupSettings, s3: S3Settings, database: str, keep: int, dest: str | None = None) -> list[str]:
     """Delete all but the newest ``keep`` archives of ``database``; returns the deleted names."""
     if keep < 1:
         raise BackupError(f"keep must be at least 1 (got {keep})")
-    archives = list_archives(settings, dest, database=database)
+    archives = list_archives(settings, s3, dest, database=database)
     doomed = archives[:-keep] if len(archives) > keep else []
     for archive in doomed:
         try:
-            _delete(settings, archive)
+            _delete(s3, archive)
         except Exception as exc:  # noqa: BLE001
             raise BackupError(f"cannot delete old backup {archive.location}: {exc}") from None
     return [a.name for a in doomed]
 
 
 # -- backup ---------------------------------------------------------------------------------------------
-def backup(settings: Settings, dest: str | None = None, keep: int | None = None,
+def backup(settings: BackupSettings, s3: S3Settings, dest: str | None = None, keep: int | None = None,
            now: datetime | None = None) -> BackupResult:
-    """Dump the catalog database into ``dest`` (default ``settings.backup.dir``), then keep the newest
-    ``keep`` (default ``settings.backup.keep``) archives of it. ``now`` names the archive (tests)."""
+    """Dump the catalog database into ``dest`` (default ``settings.dir``), then keep the newest
+    ``keep`` (default ``settings.keep``) archives of it. ``now`` names the archive (tests)."""
     started = time.monotonic()
     target = _target(settings)
-    dest = dest or settings.backup.dir
-    keep = settings.backup.keep if keep is None else keep
+    dest = dest or settings.dir
+    keep = settings.keep if keep is None else keep
     if keep < 1:
         raise BackupError(f"keep must be at least 1 (got {keep})")
     name = f"{target.database}-{_stamp(now)}.dump"
@@ -262,7 +263,7 @@ def backup(settings: Settings, dest: str | None = None, keep: int | None = None,
         raise BackupError(f"database name {target.database!r} cannot name an archive (letters, digits, _ . - only)")
     what = f"backup of database {target.database!r} on {target.where}"
     if _is_s3(dest):
-        client, bucket, prefix = _s3_parts(settings, dest)
+        client, bucket, prefix = _s3_parts(s3, dest)
         with tempfile.TemporaryDirectory(prefix="stacdrop-backup-") as tmp:
             local = Path(tmp) / name
             _pg_dump(target, local, what)
@@ -292,7 +293,7 @@ def backup(settings: Settings, dest: str | None = None, keep: int | None = None,
         finally:
             partial.unlink(missing_ok=True)
         archive = Archive(name, str(final), final.stat().st_size, _taken_at(name))
-    pruned = prune(settings, target.database, keep, dest)
+    pruned = prune(settings, s3, target.database, keep, dest)
     return BackupResult(archive, pruned, time.monotonic() - started)
 
 
@@ -303,7 +304,7 @@ def _pg_dump(target: _Target, path: Path, what: str) -> None:
 
 # -- restore --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _local_archive(settings: Settings, archive: str) -> Iterator[Path]:
+def _local_archive(settings: BackupSettings, s3: S3Settings, archive: str) -> Iterator[Path]:
     """The archive as a local file: a path, an s3:// URL (downloaded), or a bare name in backup_dir."""
     if not _is_s3(archive) and Path(archive).is_file():
         yield Path(archive)
@@ -311,7 +312,7 @@ def _local_archive(settings: Settings, archive: str) -> Iterator[Path]:
     if not _is_s3(archive):
         if "/" in archive or not ARCHIVE_RE.match(archive):
             raise BackupError(f"archive {archive}: no such file")
-        base = settings.backup.dir
+        base = settings.dir
         if not _is_s3(base):
             path = Path(base) / archive
             if not path.is_file():
@@ -325,7 +326,7 @@ def _local_archive(settings: Settings, archive: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="stacdrop-restore-") as tmp:
         local = Path(tmp) / (key.rsplit("/", 1)[-1] or "archive.dump")
         try:
-            s3_client(settings.s3).download_file(bucket, key, str(local))
+            s3_client(s3).download_file(bucket, key, str(local))
         except Exception as exc:  # noqa: BLE001
             raise BackupError(f"archive {archive}: download failed: {exc}") from None
         yield local
@@ -447,7 +448,7 @@ def check_catalog(target: _Target, database: str) -> CatalogCheck:
     return CatalogCheck(str(version), int(collections), int(items))
 
 
-def restore(settings: Settings, archive: str, database: str | None = None,
+def restore(settings: BackupSettings, s3: S3Settings, archive: str, database: str | None = None,
             now: datetime | None = None, echo: Callable[[str], None] = lambda _m: None) -> RestoreResult:
     """Restore ``archive`` (path, s3:// URL or bare name in backup_dir) in place of the live catalog database
     (``database``, default the catalog_dsn's). Needs a superuser DSN. See the module docstring for the steps."""
@@ -459,7 +460,7 @@ def restore(settings: Settings, archive: str, database: str | None = None,
     new, old = f"{live}_restore_{stamp.lower()}", f"{live}_old_{stamp.lower()}"
     if len(old.encode()) > 63:
         raise BackupError(f"database name {live!r} is too long for {old!r} (PostgreSQL allows 63 bytes)")
-    with _local_archive(settings, archive) as path:
+    with _local_archive(settings, s3, archive) as path:
         options, db_settings = _database_header(path, target)
         try:
             with target.connect(MAINTENANCE_DB, autocommit=True) as conn:
@@ -519,7 +520,7 @@ def _drop_quietly(target: _Target, database: str) -> None:
             conn.execute(f"DROP DATABASE IF EXISTS {_ident(database)} WITH (FORCE)")
 
 
-def kept_databases(settings: Settings, database: str | None = None) -> list[str]:
+def kept_databases(settings: BackupSettings, database: str | None = None) -> list[str]:
     """Previous live databases kept by restores (``<live>_old_<ts>``), oldest first."""
     target = _target(settings, database)
     pattern = re.compile(re.escape(target.database) + r"_old_\d{8}t\d{6}z$")
@@ -528,7 +529,7 @@ def kept_databases(settings: Settings, database: str | None = None) -> list[str]
     return [n for n in names if pattern.match(n)]
 
 
-def drop_old(settings: Settings, name: str, database: str | None = None) -> None:
+def drop_old(settings: BackupSettings, name: str, database: str | None = None) -> None:
     """Drop a database a restore kept. Only names ``<live>_old_<ts>`` of this catalog are accepted."""
     kept = kept_databases(settings, database)
     if name not in kept:

@@ -84,7 +84,7 @@ def test_backup_restore_swap_serves_the_backed_up_items(catalog, postgres_dsn, t
         conn.execute(f'ALTER DATABASE "{live}" SET stacdrop.backup_test TO \'kept\'')
     settings = settings_for(catalog, tmp_path)
     served = search_features(catalog.url)
-    result = backup(settings, now=T0)
+    result = backup(settings.backup, settings.s3, now=T0)
     assert result.archive.name == f"{live}-20261127T031500Z.dump"
     assert Path(result.archive.location).stat().st_size == result.archive.size > 10_000
     assert result.pruned == []
@@ -97,7 +97,8 @@ def test_backup_restore_swap_serves_the_backed_up_items(catalog, postgres_dsn, t
     assert search_ids(catalog.url) == sorted([*ITEMS[1:], "late"])
 
     lines: list[str] = []
-    restored = restore(settings, result.archive.location, now=T0 + timedelta(hours=1), echo=lines.append)
+    restored = restore(settings.backup, settings.s3, result.archive.location, now=T0 + timedelta(hours=1),
+                       echo=lines.append)
     assert restored.database == live
     assert restored.old_database == f"{live}_old_20261127t041500z"
     assert (restored.check.collections, restored.check.items) == (1, len(ITEMS))
@@ -123,11 +124,11 @@ def test_backup_restore_swap_serves_the_backed_up_items(catalog, postgres_dsn, t
     old_dsn = catalog.dsn.rsplit("/", 1)[0] + "/" + restored.old_database
     with psycopg.connect(old_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pgstac.items WHERE id = 'late'").fetchone()[0] == 1
-    assert kept_databases(settings) == [restored.old_database]
+    assert kept_databases(settings.backup) == [restored.old_database]
     with pytest.raises(BackupError, match="not a database kept by a restore"):
-        drop_old(settings, live)  # never the live one, nor any other
-    drop_old(settings, restored.old_database)
-    assert kept_databases(settings) == []
+        drop_old(settings.backup, live)  # never the live one, nor any other
+    drop_old(settings.backup, restored.old_database)
+    assert kept_databases(settings.backup) == []
     assert search_ids(catalog.url) == sorted([*ITEMS, "after"])
 
 
@@ -135,17 +136,17 @@ def test_failed_restores_leave_the_live_catalog_serving(catalog, postgres_dsn, t
     live = catalog.dbname
     settings = settings_for(catalog, tmp_path)
     before = search_ids(catalog.url)
-    good = Path(backup(settings, now=T0 + timedelta(days=1)).archive.location)
+    good = Path(backup(settings.backup, settings.s3, now=T0 + timedelta(days=1)).archive.location)
 
     truncated = tmp_path / "truncated.dump"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(BackupError, match=r"truncated\.dump.*(truncated or corrupt|unexpected end|could not read)"):
-        restore(settings, str(truncated), now=T0 + timedelta(days=1, hours=1))
+        restore(settings.backup, settings.s3, str(truncated), now=T0 + timedelta(days=1, hours=1))
 
     garbage = tmp_path / "notes.dump"
     garbage.write_text("not an archive\n")
     with pytest.raises(BackupError, match=r"notes\.dump: not a readable pg_dump custom-format archive"):
-        restore(settings, str(garbage))
+        restore(settings.backup, settings.s3, str(garbage))
 
     # an archive of a database without pgstac restores fine but fails the check
     plain = f"{live}_plain"
@@ -154,17 +155,17 @@ def test_failed_restores_leave_the_live_catalog_serving(catalog, postgres_dsn, t
         conn.execute(f'CREATE DATABASE "{plain}"')
     try:
         plain_settings = Settings(catalog_dsn=catalog.dsn.rsplit("/", 1)[0] + "/" + plain, backup_dir=str(tmp_path))
-        plain_archive = backup(plain_settings, now=T0).archive
+        plain_archive = backup(plain_settings.backup, plain_settings.s3, now=T0).archive
     finally:
         _drop(postgres_dsn, plain)
     with pytest.raises(BackupError, match=r"check of restored database .*_restore_.* failed: .*get_version"):
-        restore(settings, plain_archive.location)
+        restore(settings.backup, settings.s3, plain_archive.location)
 
     with pytest.raises(BackupError, match="no-such-20260101T000000Z.dump: not found in backup_dir"):
-        restore(settings, "no-such-20260101T000000Z.dump")
+        restore(settings.backup, settings.s3, "no-such-20260101T000000Z.dump")
 
     assert _databases(postgres_dsn, f"{live}_restore_%") == []  # no half-restored database left
-    assert kept_databases(settings) == []  # and no swap happened
+    assert kept_databases(settings.backup) == []  # and no swap happened
     assert search_ids(catalog.url) == before  # the live catalog kept serving, same API process
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (live,)).fetchone()[0]
@@ -182,17 +183,18 @@ def test_retention_keeps_exactly_n_and_never_touches_other_files(catalog, tmp_pa
         (tmp_path / name).write_bytes(data)
     (tmp_path / "sub").mkdir()
     settings = settings_for(catalog, tmp_path, backup_keep=3)
-    made = [backup(settings, now=T0 + timedelta(minutes=i)).archive.name for i in range(5)]
+    made = [backup(settings.backup, settings.s3, now=T0 + timedelta(minutes=i)).archive.name for i in range(5)]
     assert len(set(made)) == 5
-    ours = [a.name for a in list_archives(settings, database=live)]
+    ours = [a.name for a in list_archives(settings.backup, settings.s3, database=live)]
     assert ours == made[-3:]  # the three newest, oldest first
     assert {p.name for p in tmp_path.iterdir()} == {*foreign, "sub", *made[-3:]}
     for name, data in foreign.items():
         assert (tmp_path / name).read_bytes() == data
     # --keep overrides the setting; the other database's archive still stays
-    result = backup(settings, keep=1, now=T0 + timedelta(minutes=10))
+    result = backup(settings.backup, settings.s3, keep=1, now=T0 + timedelta(minutes=10))
     assert sorted(result.pruned) == made[-3:]
-    assert [a.name for a in list_archives(settings)] == ["other_db-20200101T000000Z.dump", result.archive.name]
+    assert [a.name for a in list_archives(settings.backup, settings.s3)] == ["other_db-20200101T000000Z.dump",
+                                                                          result.archive.name]
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
 
@@ -210,10 +212,10 @@ def test_s3_destination_backup_list_restore(catalog, postgres_dsn, moto_url, mon
     dest = f"s3://{bucket}/catalog/"
     settings = settings_for(catalog, dest, backup_keep=2, aws_endpoint_url=moto_url)
     expected = len(search_ids(catalog.url))  # the module's other tests may have added items
-    made = [backup(settings, now=T0 + timedelta(days=2, minutes=i)) for i in range(3)]
+    made = [backup(settings.backup, settings.s3, now=T0 + timedelta(days=2, minutes=i)) for i in range(3)]
     assert made[0].archive.location == f"s3://{bucket}/catalog/{made[0].archive.name}"
     assert made[2].pruned == [made[0].archive.name]
-    listed = list_archives(settings)
+    listed = list_archives(settings.backup, settings.s3)
     assert [a.name for a in listed] == [m.archive.name for m in made[1:]]
     assert [a.size for a in listed] == [m.archive.size for m in made[1:]] and listed[0].size > 10_000
     assert listed[0].taken_at == T0 + timedelta(days=2, minutes=1)
@@ -224,9 +226,9 @@ def test_s3_destination_backup_list_restore(catalog, postgres_dsn, moto_url, mon
     target = f"{catalog.dbname}_s3"
     _drop(postgres_dsn, target)
     try:
-        by_url = restore(settings, listed[-1].location, database=target)
+        by_url = restore(settings.backup, settings.s3, listed[-1].location, database=target)
         assert by_url.old_database is None and (by_url.check.collections, by_url.check.items) == (1, expected)
-        by_name = restore(settings, listed[0].name, database=target, now=T0)
+        by_name = restore(settings.backup, settings.s3, listed[0].name, database=target, now=T0)
         assert by_name.old_database == f"{target}_old_20261127t031500z"
         assert by_name.check.items == expected
     finally:
@@ -244,7 +246,7 @@ def test_cli_backup_list_and_a_clear_failure(catalog, tmp_path):
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()
     assert header.split() == ["NAME", "SIZE", "DATE"]
-    (archive,) = list_archives(settings_for(catalog, tmp_path / "b"))
+    (archive,) = list_archives(settings_for(catalog, tmp_path / "b").backup, Settings().s3)
     assert row.split()[0] == archive.name
     assert " KiB " in row or " MiB " in row
     assert archive.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC") in row
@@ -255,7 +257,8 @@ def test_cli_backup_list_and_a_clear_failure(catalog, tmp_path):
     assert out.returncode != 0
     assert f"backup of database '{catalog.dbname}_missing'" in out.stderr and "does not exist" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
-    assert [a.name for a in list_archives(settings_for(catalog, tmp_path / "b"))] == [archive.name]
+    kept = list_archives(settings_for(catalog, tmp_path / "b").backup, Settings().s3)
+    assert [a.name for a in kept] == [archive.name]
 
 
 def test_restore_stream_fixes_only_the_session_search_path():

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stacdrop.app.api.deps import get_settings
-from stacdrop.config import Settings
+from stacdrop.config import ApiSettings, Settings
 
 # auto_error=False: a missing header is our 401 with our message, not FastAPI's 403.
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api_token> (STACDROP_API_TOKEN)")
@@ -26,15 +26,15 @@ NO_TOKEN = (
 )
 
 
-def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    if settings.api.auth_disabled:
+def _check(api: ApiSettings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if api.auth_disabled:
         return
-    if settings.api.token is None or not settings.api.token.get_secret_value():
+    if api.token is None or not api.token.get_secret_value():
         raise HTTPException(503, NO_TOKEN)
     if credentials is None:
         raise HTTPException(401, "missing token: send 'Authorization: Bearer <api_token>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    expected = settings.api.token.get_secret_value().encode()
+    expected = api.token.get_secret_value().encode()
     if not secrets.compare_digest(credentials.credentials.encode(), expected):
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
 
@@ -43,7 +43,7 @@ def require_write(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     settings: Settings = Depends(get_settings),
 ) -> None:
-    _check(settings, credentials)
+    _check(settings.api, credentials)
 
 
 def require_read(
@@ -51,7 +51,7 @@ def require_read(
     settings: Settings = Depends(get_settings),
 ) -> None:
     if settings.api.read_token_required:
-        _check(settings, credentials)
+        _check(settings.api, credentials)
 
 
 class BodySizeLimit:

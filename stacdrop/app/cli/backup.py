@@ -24,7 +24,7 @@ def backup(click_ctx: click.Context, dest: str | None, keep: int | None) -> None
 
     ctx: Context = click_ctx.obj
     try:
-        result = run_backup(ctx.settings, dest, keep)
+        result = run_backup(ctx.settings.backup, ctx.settings.s3, dest, keep)
     except StacdropError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {result.archive.location} ({human_size(result.archive.size)}, {result.seconds:.1f} s)")
@@ -41,7 +41,7 @@ def backup_list(ctx: Context, dest: str | None, as_json: bool) -> None:
     from stacdrop.app.backup import human_size, list_archives  # noqa: PLC0415
 
     try:
-        archives = list_archives(ctx.settings, dest)
+        archives = list_archives(ctx.settings.backup, ctx.settings.s3, dest)
     except StacdropError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -69,14 +69,14 @@ def restore(ctx: Context, archive: str | None, database: str | None, drop_old: s
         raise click.UsageError("give one of ARCHIVE, --drop-old NAME or --list-old")
     try:
         if list_old:
-            for name in lib.kept_databases(ctx.settings, database):
+            for name in lib.kept_databases(ctx.settings.backup, database):
                 click.echo(name)
         elif drop_old:
-            lib.drop_old(ctx.settings, drop_old, database)
+            lib.drop_old(ctx.settings.backup, drop_old, database)
             click.echo(f"dropped database {drop_old}")
         else:
             assert archive is not None  # one of the three was given (checked above)
-            result = lib.restore(ctx.settings, archive, database, echo=click.echo)
+            result = lib.restore(ctx.settings.backup, ctx.settings.s3, archive, database, echo=click.echo)
             click.echo(f"database {result.database} is now the restored catalog "
                        f"(pgstac {result.check.pgstac_version}, {result.check.collections} collections, "
                        f"{result.check.items} items, {result.seconds:.1f} s)")
