@@ -21,6 +21,20 @@ then raw. The store is recognised by ``eventSource`` (``aws:s3``, ``minio:s3``, 
 hints: MinIO's ``x-minio-*`` response elements or ``source`` block, Ceph's ``eventId``/``opaqueData``
 fields or its ``x-amz-id-2`` of the form ``<id>-<zone>-<zonegroup>``.
 
+Ordering. Each record carries a ``sequencer`` that orders the events of one key, but each store spells
+it differently, so ``event_order`` decodes it per store into a tuple that compares correctly:
+
+* AWS: a hex string; the documentation says to pad the shorter one with zeros and compare, which is
+  comparing them as numbers (``int(s, 16)``);
+* MinIO: the hex of the event time in nanoseconds (Go's ``%X`` of ``UnixNano``): a number too;
+* Ceph RGW: the hex of the *little-endian* bytes of (seconds, nanoseconds) (``3C2A0F6B99A76538`` is
+  (1796155964, 946186137)): compared as a string a newer event can sort first, so an overwrite of a key
+  within the same second could be dropped as "stale". It is decoded with ``struct.unpack("<II")``.
+
+Where the order is unknown (a store we do not recognise, a sequencer we cannot decode) it is None, and
+the caller must never drop an event for being old: it HEADs the object, and the fingerprint of what it
+finds (its ETag) decides whether there is new work.
+
 Event names are normalised without the ``s3:`` prefix (Ceph and MinIO send ``s3:ObjectCreated:Put``,
 AWS ``ObjectCreated:Put``). ``ObjectCreated:Post`` is ignored: Ceph emits it when a multipart upload
 starts, before any object exists (a browser POST upload is found by the reconciler instead).
@@ -30,6 +44,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote_plus
@@ -55,6 +70,33 @@ class S3Event:
     size: int | None = None
     etag: str | None = None  # without quotes
     sequencer: str | None = None
+
+    @property
+    def order(self) -> Order | None:
+        """Where this event stands among the events of its key (``event_order``); None when unknown."""
+        return event_order(self.store, self.sequencer)
+
+
+Order = tuple[int, ...]
+
+
+def event_order(store: Store, sequencer: str | None) -> Order | None:
+    """The order of an event among the events of one key, as its store defines the sequencer (see the
+    module docstring); None when the store or the sequencer's form is unknown."""
+    if not sequencer:
+        return None
+    try:
+        if store == "ceph":
+            raw = bytes.fromhex(sequencer)
+            if len(raw) != 8:
+                return None
+            seconds, nanoseconds = struct.unpack("<II", raw)
+            return (seconds, nanoseconds)
+        if store in ("aws", "minio"):
+            return (int(sequencer, 16),)
+    except ValueError:
+        return None
+    return None
 
 
 def event_kind(name: str) -> Kind:
@@ -161,10 +203,3 @@ def parse_message(body: bytes | str) -> tuple[list[S3Event], list[str]]:
         except MalformedEvent as exc:
             dropped.append(str(exc))
     return events, dropped
-
-
-def sequencer_newer(a: str, b: str) -> int:
-    """Compare two sequencers of one key (hex strings of possibly different length): <0, 0, >0."""
-    width = max(len(a), len(b))
-    x, y = a.upper().rjust(width, "0"), b.upper().rjust(width, "0")
-    return (x > y) - (x < y)

@@ -35,7 +35,7 @@ from watcher.settings import WatcherSettings
 from stacdrop.messages import Priority
 from stacdrop.s3 import s3_credentials
 from watcher.s3bucket import S3Bucket
-from watcher.s3events import MalformedEvent, S3Event, parse_message, sequencer_newer
+from watcher.s3events import MalformedEvent, S3Event, parse_message
 from watcher.s3reconcile import Group
 from watcher.submission import Stopped
 
@@ -123,7 +123,7 @@ class EventFeeds:
         self.amqp_url = amqp_url_of(settings)
         self.sqs_url = settings.s3.events_sqs or None
         self._inbound: queue.Queue[tuple[bytes, Delivery]] = queue.Queue()  # consumers -> resolver
-        self._sequencers: LRU = LRU(LRU_SIZE)  # resolver only: key -> newest sequencer seen
+        self._orders: LRU = LRU(LRU_SIZE)  # resolver only: key -> (store, order) of the newest event seen
 
     def threads(self) -> list[threading.Thread]:
         threads = [threading.Thread(target=self.resolver, name="stacdrop-s3-resolver", daemon=True)]
@@ -278,13 +278,14 @@ class EventFeeds:
         if not keys:
             token.settle()
             return
-        if event.sequencer:
-            last = self._sequencers.get(keys[0])
-            if last is not None and sequencer_newer(event.sequencer, last) <= 0:
+        order = event.order
+        if order is not None:  # unknown order: never dropped as old (the HEAD's ETag decides below)
+            last = self._orders.get(keys[0])
+            if last is not None and last[0] == event.store and order <= last[1]:
                 log.debug("s3 event stale or duplicate (sequencer)", key=keys[0], event_name=event.name)
                 token.settle()
                 return
-            self._sequencers.put(keys[0], event.sequencer)
+            self._orders.put(keys[0], (event.store, order))
         found = [obj for obj in (bucket.head(k) for k in keys) if obj is not None]
         if event.kind == "removed":
             if found:

@@ -5,6 +5,7 @@ RabbitMQ the way the store would, for the S3 inbox tests: the records are copied
 from __future__ import annotations
 
 import json
+import struct
 import time
 from typing import Any
 from urllib.parse import quote_plus
@@ -91,9 +92,14 @@ def aws_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") ->
     return {"Records": [with_etag(rec, client, bucket, key) if name != "ObjectRemoved:Delete" else rec]}
 
 
+def ceph_sequencer(ns: int) -> str:
+    """Ceph RGW's sequencer: the hex of the little-endian bytes of (seconds, nanoseconds)."""
+    return struct.pack("<II", ns // 1_000_000_000, ns % 1_000_000_000).hex().upper()
+
+
 def ceph_event(client, bucket: str, key: str, name: str = "ObjectCreated:Put") -> dict:
     rec = ceph_record(key, name)
-    rec["s3"]["object"]["sequencer"] = f"{time.monotonic_ns():016X}"
+    rec["s3"]["object"]["sequencer"] = ceph_sequencer(time.time_ns())
     if name.startswith("ObjectCreated") and name != "ObjectCreated:Post":
         with_etag(rec, client, bucket, key)
     else:

@@ -9,9 +9,9 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from watcher.pairing import EmitRaster, Pairer
-from watcher.s3events import MalformedEvent, parse_message, sequencer_newer
+from watcher.s3events import MalformedEvent, event_order, parse_message
 from watcher.s3reconcile import Group, Obj, OrderError, group_siblings, merge_diff
-from tests.support.s3_events import aws_record, ceph_record, minio_message
+from tests.support.s3_events import aws_record, ceph_record, ceph_sequencer, minio_message
 
 KEY = "drop/clim/sub dir/bio+1 ünï.tif"
 
@@ -80,10 +80,30 @@ def test_malformed_record_dropped_others_kept():
     assert [e.keys for e in events] == [(KEY,)] and len(dropped) == 2
 
 
-def test_sequencer_order():
-    assert sequencer_newer("0A1B", "A1A") > 0  # different lengths are padded
-    assert sequencer_newer("0055AED6DCD90281E5", "0055AED6DCD90281E5") == 0
-    assert sequencer_newer("0055AED6DCD90281E4", "0055AED6DCD90281E5") < 0
+def test_sequencer_order_aws_and_minio_compare_as_hex_numbers():
+    assert event_order("aws", "0A1B") > event_order("aws", "A1A")  # different lengths: padded, as AWS says
+    assert event_order("aws", "0055AED6DCD90281E5") == event_order("aws", "55AED6DCD90281E5")
+    assert event_order("aws", "0055AED6DCD90281E4") < event_order("aws", "0055AED6DCD90281E5")
+    assert event_order("minio", "17A9C0FFEE") < event_order("minio", "17A9C0FFEF")
+
+
+def test_ceph_sequencer_is_little_endian_seconds_and_nanoseconds():
+    # verbatim from a Ceph 16.2.15 event (../shared/reference/ceph-rgw.md)
+    assert event_order("ceph", "3C2A0F6B99A76538") == (1796155964, 946186137)
+    # two events of one key within one second: as strings the newer one sorts first
+    older, newer = ceph_sequencer(1796155964_000000255), ceph_sequencer(1796155964_000000256)
+    assert newer < older  # the string comparison the old code did would drop the overwrite
+    assert event_order("ceph", newer) > event_order("ceph", older)
+    assert event_order("ceph", ceph_sequencer(1796155965_000000000)) > event_order("ceph", newer)
+
+
+def test_unknown_order_is_none_so_nothing_is_dropped_for_being_old():
+    assert event_order("unknown", "0A1B") is None
+    assert event_order("ceph", "0A1B") is None  # not 8 bytes
+    assert event_order("ceph", "zz2A0F6B99A76538") is None
+    assert event_order("aws", "not hex") is None and event_order("aws", None) is None
+    (event,) = parse_message(json.dumps({"Records": [ceph_record("c/a.tif")]}))[0]
+    assert event.order == event_order("ceph", "F7E6D75DC742D108")
 
 
 # -- reconciler ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 from stacdrop.config import Settings
 from stacdrop.app.components import watcher_settings
-from tests.support.s3_events import aws_event, ceph_event, declared, minio_event, publish, wait_for
+from tests.support.s3_events import aws_event, ceph_event, ceph_sequencer, declared, minio_event, publish, wait_for
 from watcher.s3 import S3Inbox
 
 
@@ -276,3 +276,38 @@ def test_unsettled_event_comes_back_and_deletion_forgets(moto_url, bucket, rabbi
         wait_for(lambda: "c/w.tif" not in inbox._info, what="the deletion")
         time.sleep(1.5)
     assert intake.rasters == [] and queue_depth(rabbit_url, names["queue"]) == 0
+
+
+def test_ceph_overwrite_within_a_second_is_published_not_dropped_as_stale(moto_url, bucket, rabbit_url, names):
+    """Ceph's sequencer is little-endian (seconds, nanoseconds): the event of an overwrite in the same
+    second can sort *before* the first one as a string. Decoded, it is newer, and the new content is
+    submitted; the first event delivered again afterwards is dropped as old."""
+    client = s3(moto_url)
+    settings = settings_for(moto_url, bucket, s3_events_amqp=rabbit_url, s3_events_exchange=names["exchange"],
+                            s3_events_queue=names["queue"], reconcile_interval=0, allow_key_only=True,
+                            sidecar_wait=0.5)
+    intake = RecordingIntake()
+    inbox = S3Inbox(settings.inbox.path, watcher_settings(settings), intake)
+    key = "drop/c/over.tif"
+
+    def event_at(ns: int) -> dict:
+        event = ceph_event(client, bucket, key)
+        event["Records"][0]["s3"]["object"]["sequencer"] = ceph_sequencer(ns)
+        return event
+
+    first_ns, second_ns = 1796155964_000000255, 1796155964_000000256
+    assert ceph_sequencer(second_ns) < ceph_sequencer(first_ns)  # the trap
+    with Running(inbox):
+        declared(rabbit_url, names["exchange"], names["queue"])
+        client.put_object(Bucket=bucket, Key=key, Body=b"version 1")
+        first = event_at(first_ns)
+        publish(rabbit_url, names["exchange"], first)
+        wait_for(lambda: len(intake.rasters) == 1, what="the first version")
+        client.put_object(Bucket=bucket, Key=key, Body=b"version 2, longer")
+        publish(rabbit_url, names["exchange"], event_at(second_ns))
+        wait_for(lambda: len(intake.rasters) == 2, what="the overwrite")
+        assert intake.rasters[1]["source"].size == len(b"version 2, longer")
+        publish(rabbit_url, names["exchange"], first)  # redelivered late: older by its sequencer
+        wait_for(lambda: queue_depth(rabbit_url, names["queue"]) == 0, what="all events consumed")
+        time.sleep(1.5)
+    assert len(intake.rasters) == 2
