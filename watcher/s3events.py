@@ -11,8 +11,8 @@ Key encodings differ per store, and the event does not say which one was used:
 * AWS form-encodes the key (space -> ``+``, ``/`` -> ``%2F`` in some paths, ``+`` -> ``%2B``);
 * MinIO query-escapes it (Go's ``url.QueryEscape``: the same form encoding) and also puts the raw
   ``bucket/key`` in the top-level ``Key`` of the message;
-* Ceph RGW sends the raw key (documented examples carry spaces as is), but this is not documented as a
-  contract.
+* Ceph RGW sends the raw UTF-8 key, not encoded at all: ``"100%25 and %20.txt"`` is that very key
+  (measured on 16.2.15, ../shared/reference/ceph-rgw.md); the decoded form is only a second guess.
 
 So each event carries *candidate* keys, most likely first: the caller HEADs them in order (the ETag of
 the event picks between two that both exist). For AWS and MinIO the decoded key is the only candidate;
@@ -36,8 +36,9 @@ the caller must never drop an event for being old: it HEADs the object, and the 
 finds (its ETag) decides whether there is new work.
 
 Event names are normalised without the ``s3:`` prefix (Ceph and MinIO send ``s3:ObjectCreated:Put``,
-AWS ``ObjectCreated:Put``). ``ObjectCreated:Post`` is ignored: Ceph emits it when a multipart upload
-starts, before any object exists (a browser POST upload is found by the reconciler instead).
+AWS ``ObjectCreated:Put``). ``ObjectCreated:Post`` is ignored: older Ceph releases are documented to emit
+it when a multipart upload starts, before any object exists (16.2.15 does not; a browser POST upload is
+found by the reconciler instead).
 """
 
 from __future__ import annotations
