@@ -1,6 +1,6 @@
 """The ``stacdrop`` command: a thin click layer over the application.
 
-One module per command group (daemons, explain, jobs, catalog, queues, backup), each listing its
+One module per command group (daemons, explain, jobs, catalog, queues, backup, s3), each listing its
 ``COMMANDS``; what they share (the settings, the bus and ledger, the table) is in ``context``. The commands
 parse options, call the application and print: a rule the HTTP API could need too (replaying dead letters,
 unpublishing, pushing a collection) lives in an app module (stacdrop/app/deadletters.py, catalog_ops.py).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from stacdrop.app.cli import backup, catalog, daemons, explain, jobs, queues
+from stacdrop.app.cli import backup, catalog, daemons, explain, jobs, queues, s3
 from stacdrop.app.cli.context import Context
 
 __all__ = ["main"]
@@ -27,6 +27,6 @@ def main(ctx: click.Context, config: str | None) -> None:
     ctx.obj = Context(config)
 
 
-for _group in (daemons, explain, jobs, catalog, queues, backup):
+for _group in (daemons, explain, jobs, catalog, queues, backup, s3):
     for _command in _group.COMMANDS:
         main.add_command(_command)
