@@ -7,7 +7,10 @@ events (docs/s3-notifications.md):
   ``amqp-ack-level=broker`` and ``persistent=true`` (events survive a broker outage), then the bucket's
   notification configuration (``s3:ObjectCreated:*``, ``s3:ObjectRemoved:*`` under the inbox prefix).
   RGW never declares the exchange and silently drops events for a missing one, so it is declared here
-  first. RGW 16.2 refuses a push endpoint with a password over plain http; over http the SNS calls carry
+  first. RGW keeps one AMQP connection per push-endpoint URL, bound to the first exchange it was used
+  with: a second topic with the same URL and another exchange gets "exchange mismatch" in the RGW log
+  and its events are dropped, so every topic of one broker must name the same exchange (the default
+  ``stacdrop.s3-events``). RGW 16.2 refuses a push endpoint with a password over plain http; over http the SNS calls carry
   ``X-Forwarded-Proto: https``, which RGW honours when ``rgw trust forwarded https`` is on (the gateway
   operator's setting), else the call fails with RGW's own message.
 * **AWS S3**: an SQS queue with a policy letting the bucket send to it, then the bucket's notification
@@ -109,6 +112,15 @@ def _sns(settings: Settings) -> Any:
     return sns
 
 
+def push_endpoint(amqp_url: str) -> str:
+    """The AMQP URL as RGW must be given it: RGW takes the path as the vhost name literally, so the
+    default vhost ``/`` (``/%2F`` in a pika URL) is given as no path at all."""
+    parts = urlsplit(amqp_url)
+    if parts.path in ("", "/", "/%2F", "/%2f"):
+        return parts._replace(path="", query="").geturl()
+    return amqp_url
+
+
 def declare_exchange(amqp_url: str, exchange: str, exchange_type: str) -> None:
     import pika  # noqa: PLC0415 - only AMQP deployments
 
@@ -124,8 +136,8 @@ def _ceph_setup(settings: Settings, client: Any, bucket: str, prefix: str) -> Wi
     exchange = settings.s3.events_exchange
     declare_exchange(amqp_url, exchange, settings.s3.events_exchange_type)
     name = topic_name(settings, bucket)
-    attributes = {"push-endpoint": amqp_url, "amqp-exchange": exchange, "amqp-ack-level": "broker",
-                  "persistent": "true", "OpaqueData": f"stacdrop {bucket}/{prefix}"}
+    attributes = {"push-endpoint": push_endpoint(amqp_url), "amqp-exchange": exchange, "amqp-ack-level": "broker",
+                  "persistent": "true", "OpaqueData": f"stacdrop:{bucket}/{prefix}"}
     arn = _sns(settings).create_topic(Name=name, Attributes=attributes)["TopicArn"]
     config: dict[str, Any] = {"Id": NOTIFICATION_ID, "TopicArn": arn, "Events": EVENTS}
     if prefix:
@@ -164,14 +176,14 @@ def _ceph_remove(settings: Settings, client: Any, bucket: str, prefix: str) -> W
 def _delete_notification(settings: Settings, bucket: str, notification_id: str) -> None:
     """RGW's ``DELETE /BUCKET?notification=ID`` (boto3 has no call for it; AWS has no such request)."""
     import requests  # noqa: PLC0415
-    from botocore.auth import SigV4Auth  # noqa: PLC0415
+    from botocore.auth import S3SigV4Auth  # noqa: PLC0415
     from botocore.awsrequest import AWSRequest  # noqa: PLC0415
     from botocore.credentials import Credentials  # noqa: PLC0415
 
     creds = s3_credentials(settings.s3)
     url = f"{(settings.s3.endpoint_url or '').rstrip('/')}/{bucket}?notification={notification_id}"
     request = AWSRequest(method="DELETE", url=url)
-    SigV4Auth(Credentials(creds.get("aws_access_key_id", ""), creds.get("aws_secret_access_key", "")),
+    S3SigV4Auth(Credentials(creds.get("aws_access_key_id", ""), creds.get("aws_secret_access_key", "")),
               "s3", "default").add_auth(request)
     response = requests.delete(url, headers=dict(request.headers), timeout=30)
     if response.status_code not in (200, 204, 404):
