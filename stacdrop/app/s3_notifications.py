@@ -10,9 +10,9 @@ events (docs/s3-notifications.md):
   first. RGW keeps one AMQP connection per push-endpoint URL, bound to the first exchange it was used
   with: a second topic with the same URL and another exchange gets "exchange mismatch" in the RGW log
   and its events are dropped, so every topic of one broker must name the same exchange (the default
-  ``stacdrop.s3-events``). RGW 16.2 refuses a push endpoint with a password over plain http; over http the SNS calls carry
-  ``X-Forwarded-Proto: https``, which RGW honours when ``rgw trust forwarded https`` is on (the gateway
-  operator's setting), else the call fails with RGW's own message.
+  ``stacdrop.s3-events``). RGW 16.2 refuses a push endpoint with a password over plain http; over http
+  the SNS calls carry ``X-Forwarded-Proto: https``, which RGW honours when ``rgw trust forwarded https``
+  is on (the gateway operator's setting), else the call fails with RGW's own message.
 * **AWS S3**: an SQS queue with a policy letting the bucket send to it, then the bucket's notification
   configuration; the queue URL is what ``s3_events_sqs`` must name.
 * **MinIO**: its notification targets are server configuration (``mc admin config set``), which an S3
