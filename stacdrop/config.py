@@ -48,6 +48,11 @@ class CollectionSettings(BaseModel):
         description="Unknown top-level sidecar fields: 'reject' (an invalid_sidecar error naming them) or "
         "'properties' (the old behaviour: they become item properties)",
     )
+    on_delete: Literal["keep", "unpublish"] = Field(
+        default="keep",
+        description="A raster removed from the inbox (its folder or bucket): 'keep' its item and COG, or "
+        "'unpublish' the item and delete the COG (the inbox folder's collection decides)",
+    )
     # Resource limits, checked before any conversion work (processor.limits). Their home is here, not in
     # Settings, so one table holds both the default and the per-collection override:
     # [collection_defaults] max_bands = 2000 raises it for all, [collections.X] max_bands = 5000 for one.

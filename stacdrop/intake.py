@@ -4,17 +4,24 @@ It decides in one place whether a source is new work: the same source with the s
 bytes and sidecar) makes no second job; changed content makes a new job that updates the item. A job is
 written to the ledger before its message goes on the bus; a crash in between leaves the job "new", and
 ``recover()`` puts it on the bus at the next start.
+
+A source removed from the inbox, in a collection with ``on_delete = "unpublish"``, enters here too
+(``submit_removal``): it becomes a job of its own (kind ``removal``, on the same source, so that the source's
+history shows it and a file dropped there again is new work whatever its content) and a ``SourceRemoved``
+on the publish queue, where the publisher unpublishes what the source's jobs published. A source that never
+made a raster job makes no removal job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 import structlog
 
 from stacdrop.bus.base import Bus
-from stacdrop.ledger import EventStatus, JobState, Ledger, Stage
+from stacdrop.ledger import REMOVAL_KIND, EventStatus, JobState, Ledger, Stage
 from stacdrop.messages import (
     PROCESS_QUEUE,
     PUBLISH_QUEUE,
@@ -23,11 +30,14 @@ from stacdrop.messages import (
     IngestRequest,
     Refusal,
     Source,
+    SourceRemoved,
 )
 from stacdrop.sidecar import SidecarDocument
 
 log = structlog.get_logger("stacdrop.intake")
 COLLECTION_PRIORITY = 9
+# A removal overtakes items too: a file deleted and dropped again is unpublished before it is published again.
+REMOVAL_PRIORITY = 9
 
 
 def sha256_text(text: str | None) -> str | None:
@@ -78,11 +88,27 @@ class Intake:
         )
         return job_id if new else None
 
+    def submit_removal(self, *, url: str, key: str, collection: str, origin: str) -> str | None:
+        """The raster at ``url`` (inbox key ``key``) was removed from the inbox: a removal job and its
+        ``SourceRemoved`` on the publish queue, returning the job's id; None when the source never made a
+        raster job (nothing of it can be in the catalog)."""
+        jobs = [j for j in self.ledger.jobs_of_source(url) if j.kind == "raster"]
+        if not jobs:
+            log.debug("removed source never submitted; nothing to unpublish", source=key)
+            return None
+        body = SourceRemoved(source=Source(url=url, key=key, content_key="removed"), collection=collection,
+                             job_ids=[j.id for j in jobs if j.state == JobState.PUBLISHED])
+        job_id, _new = self._submit(
+            kind=REMOVAL_KIND, body=body, queue=PUBLISH_QUEUE, content_key=f"removed:{uuid.uuid4().hex}",
+            collection=collection, origin=origin, priority=REMOVAL_PRIORITY, params=None,
+        )
+        return job_id
+
     def _submit(
         self,
         *,
         kind: str,
-        body: IngestRequest | CollectionUpdate,
+        body: IngestRequest | CollectionUpdate | SourceRemoved,
         queue: str,
         content_key: str,
         collection: str,
@@ -116,8 +142,12 @@ class Intake:
         count = 0
         for job in self.ledger.unqueued_jobs():
             queue = job.params["queue"]
-            body_type = IngestRequest if queue == PROCESS_QUEUE else CollectionUpdate
-            body = body_type.model_validate(job.params["request"])
+            request = job.params["request"]
+            body_type: type[IngestRequest | CollectionUpdate | SourceRemoved] = (
+                IngestRequest if queue == PROCESS_QUEUE
+                else SourceRemoved if request.get("kind") == "removed" else CollectionUpdate
+            )
+            body = body_type.model_validate(request)
             log.warning("job never reached the bus; enqueueing it now", job_id=job.id, source=job.source_key)
             self._enqueue(job.id, queue, Envelope.wrap(job.id, body, job.priority))
             count += 1
@@ -129,6 +159,10 @@ class Intake:
 
     def remember_fingerprint(self, key: str, fingerprint: str) -> None:
         self.ledger.remember_fingerprint(key, fingerprint)
+
+    def forget_fingerprint(self, key: str) -> None:
+        """The source at ``key`` was removed: forgotten, so a file that comes back there is read again."""
+        self.ledger.forget_fingerprint(key)
 
     def iter_fingerprints(self, prefix: str = "", batch: int = 20000):  # noqa: ANN201
         """``(key, fingerprint)`` under ``prefix`` in binary key order, streamed (the S3 reconciler's join)."""

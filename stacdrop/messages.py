@@ -5,6 +5,7 @@ Stages talk only through these messages on the bus:
     watcher  --IngestRequest-->   queue "process"  --> processor
     processor --RasterReady-->    queue "publish"  --> publisher
     watcher  --CollectionUpdate--> queue "publish" --> publisher
+    watcher  --SourceRemoved-->   queue "publish"  --> publisher  (collections with on_delete = "unpublish")
 
 Every message travels in an ``Envelope`` that carries the job id, the delivery attempt count and the
 errors of earlier attempts, so a dead letter shows its whole history.
@@ -132,11 +133,27 @@ class CollectionUpdate(BaseModel):
     text: str
 
 
-MessageBody = IngestRequest | RasterReady | CollectionUpdate
+class SourceRemoved(BaseModel):
+    """A raster removed from the inbox (its file deleted or moved out, its object deleted from the bucket)
+    in a collection with ``on_delete = "unpublish"``: the publisher unpublishes what its jobs published.
+
+    The envelope's job is the removal's own job (kind ``removal``, on the same source as the raster's
+    jobs); the jobs to unpublish are looked up again when it is handled (one may have been published since),
+    ``job_ids`` are those the watcher saw at removal time, for the log."""
+
+    kind: Literal["removed"] = "removed"
+    source: Source = Field(description="The removed raster: its url and key (content_key is 'removed')")
+    collection: str = Field(description="Collection id from the inbox layout (whose on_delete said so)")
+    job_ids: list[str] = Field(default_factory=list, description="The source's published jobs at removal")
+    reason: str = "source removed from the inbox"
+
+
+MessageBody = IngestRequest | RasterReady | CollectionUpdate | SourceRemoved
 _BODY_TYPES: dict[str, type[BaseModel]] = {
     "ingest": IngestRequest,
     "raster": RasterReady,
     "collection": CollectionUpdate,
+    "removed": SourceRemoved,
 }
 
 

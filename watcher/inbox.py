@@ -13,7 +13,13 @@
    ``intake.submit_raster`` called;
 4. rescans the whole tree every ``rescan_interval`` seconds (0 = off) to catch missed events;
    a submission that fails (broker or ledger down) is retried with backoff until it goes through;
-5. never dies because of one file: errors are logged with the file and the loop goes on.
+5. never dies because of one file: errors are logged with the file and the loop goes on;
+6. hands each raster or collection file that goes away (deleted, moved out or renamed, found missing by
+   a rescan) to the same worker as a ``watcher.submission.Removed``, after the work found before it: its
+   fingerprint is forgotten and, with ``on_delete = "unpublish"``, its item unpublished
+   (``watcher.submission.remove``). A file removed while the daemon is stopped is not noticed: the
+   fingerprints hold no inbox root, so telling "removed" from "another inbox's" at start would be a guess
+   that could unpublish a whole catalog after a change of ``inbox``.
 
 Rasters and sidecars are read only when their real path is inside the inbox (``stacdrop.containment``):
 one outside it (a symlink, a symlinked folder) is submitted unread, as a job the processor fails at once
@@ -58,7 +64,7 @@ from stacdrop.messages import Priority
 from watcher.inboxfiles import InboxFiles, Stat
 from watcher.naming import classify
 from watcher.pairing import Action, EmitRaster, Pairer
-from watcher.submission import Intake, SubmissionWorker, primary
+from watcher.submission import Intake, Removed, SubmissionWorker, primary
 
 log = structlog.get_logger("stacdrop.watcher")
 
@@ -111,7 +117,7 @@ class LocalInbox:
         self.intake = intake
         self.clock = clock
         self._events: queue.Queue[Any] = queue.Queue()
-        self._work: queue.Queue[tuple[Action, int] | None] = queue.Queue()
+        self._work: queue.Queue[tuple[Action | Removed, int] | None] = queue.Queue()
         self._pairer = Pairer(settings.inbox.sidecar_wait)
         self._settling: dict[str, _Settling] = {}
         self._known: dict[str, Stat] = {}  # files declared ready, with their stat at that time
@@ -281,6 +287,8 @@ class LocalInbox:
         self._priority.pop(rel, None)
         if self._known.pop(rel, None) is not None:
             self._pairer.file_gone(rel)
+        if classify(rel) in ("raster", "collection"):  # a sidecar has no fingerprint of its own here
+            self._work.put((Removed(rel), int(Priority.LIVE)))
 
     def _forget_under(self, prefix: str) -> None:
         inside = prefix + "/"

@@ -34,10 +34,12 @@ from watcher.submission import (
     COLLECTION_MAX,
     ORIGIN,
     Intake,
+    Removed,
     Stopped,
     collection_source,
     collection_text,
     judge_sidecar,
+    remove,
 )
 
 log = structlog.get_logger("stacdrop.watcher")
@@ -63,10 +65,14 @@ class InboxFiles:
     def _path(self, rel: str) -> Path:
         return self.root / rel
 
-    def submit(self, item: tuple[Action, int]) -> None:
+    def submit(self, item: tuple[Action | Removed, int]) -> None:
         """One due action with its priority (what the worker takes from the queue)."""
         action, priority = item
-        if isinstance(action, EmitRaster):
+        if isinstance(action, Removed):
+            path = self._path(action.rel)
+            remove(action, intake=self.intake, settings=self.settings, fingerprint_key=action.rel, url=str(path),
+                   exists=lambda: os.path.lexists(path), logger=log)
+        elif isinstance(action, EmitRaster):
             self.submit_raster(action.raster, action.sidecar, priority)
         else:
             self.submit_collection(action.rel)

@@ -24,6 +24,12 @@ tokens waiting on it, the fingerprints last submitted), touched by the main loop
   through the intake, remembers the fingerprints. A failed submission is retried with backoff until it
   goes through.
 
+* **removals** (here, through the worker): an object deleted (an ``ObjectRemoved`` event whose HEAD finds
+  nothing) or no longer listed (the reconciler) becomes a ``watcher.submission.Removed`` for the worker,
+  after the work found before it: its fingerprint is forgotten (so the reconciler stops reporting it gone)
+  and, for a raster with ``on_delete = "unpublish"``, its item unpublished (``watcher.submission.remove``).
+  The worker HEADs it first: an object that is there again was overwritten, not removed.
+
 An event message is acked only once each of its records is settled: submitted (durably: job in the
 ledger, message on the bus, fingerprint remembered), or ignored on purpose (duplicate, stale, gone, not
 ours). A sidecar whose raster has not arrived is settled once parked: when the raster comes, its
@@ -54,6 +60,7 @@ from watcher.submission import (
     COLLECTION_MAX,
     ORIGIN,
     ListingIntake,
+    Removed,
     Stopped,
     SubmissionWorker,
     collection_source,
@@ -61,6 +68,7 @@ from watcher.submission import (
     judge_sidecar,
     keys_of,
     primary,
+    remove,
 )
 
 log = structlog.get_logger("stacdrop.watcher.s3")
@@ -71,7 +79,7 @@ BACKLOG_MAX = 5000  # the reconciler waits while this much work is queued
 
 @dataclass
 class _Work:
-    action: EmitRaster | EmitCollection
+    action: EmitRaster | EmitCollection | Removed
     objs: dict[str, Obj]
     priority: int
     tokens: list[Delivery] = field(default_factory=list)
@@ -160,9 +168,7 @@ class S3Inbox:
         if isinstance(item, Observed):
             self._observed(item, now)
         elif isinstance(item, Gone):
-            self._gone(item.rel)
-            if item.token:
-                item.token.settle()
+            self._gone(item.rel, item.token)
         elif isinstance(item, _Done):
             self._done(item)
 
@@ -200,13 +206,15 @@ class S3Inbox:
         self._pairer.file_ready(rel, now)
         return True
 
-    def _gone(self, rel: str) -> None:
+    def _gone(self, rel: str, token: Delivery | None = None) -> None:
         self._pairer.file_gone(rel)
         self._info.pop(rel, None)
         self._priority.pop(rel, None)
         self._recent.pop(rel, None)
-        for token in self._waiters.pop(rel, []):
-            token.settle()
+        for waiting in self._waiters.pop(rel, []):
+            waiting.settle()
+        # The event is settled once the removal is (the worker's _Done).
+        self._work.put(_Work(Removed(rel), {}, int(Priority.LIVE), [token] if token else []))
 
     def _dispatch_due(self, now: float) -> None:
         for action in self._pairer.due(now):
@@ -222,7 +230,9 @@ class S3Inbox:
         for rel, obj in done.submitted.items():
             self._recent.put(rel, obj.fingerprint)
         action = done.work.action
-        if isinstance(action, EmitRaster):
+        if isinstance(action, Removed):
+            pass  # the pairer forgot it already; it may track a new object at that key by now
+        elif isinstance(action, EmitRaster):
             for rel in self._pairer.release(action.raster):
                 self._info.pop(rel, None)
                 self._priority.pop(rel, None)
@@ -279,7 +289,13 @@ class S3Inbox:
     # ------------------------------------------------------------------ submission (worker thread)
 
     def _submit(self, work: _Work) -> None:
-        if isinstance(work.action, EmitRaster):
+        if isinstance(work.action, Removed):
+            rel = work.action.rel
+            remove(work.action, intake=self.intake, settings=self.settings, fingerprint_key=self.ns + rel,
+                   url=self.store.url_of(rel), exists=lambda: self.store.head(self.store.key_of(rel)) is not None,
+                   logger=log)
+            submitted: dict[str, Obj] = {}
+        elif isinstance(work.action, EmitRaster):
             submitted = self._submit_raster(work)
         else:
             submitted = self._submit_collection(work)

@@ -12,6 +12,13 @@ one worker thread. The thread's rules are the same wherever the bytes live, so t
   path, an S3 404);
 * stop ends every wait at once (``Stopped``, raised from deep inside a read or a retried request).
 
+A file removed from an inbox (``Removed``) goes through the same worker, after what was found before it:
+``remove`` forgets its fingerprint whatever the collection says, and for a raster of a collection with
+``on_delete = "unpublish"`` asks the intake for a removal job first (the publisher unpublishes the item and
+deletes the COG). A removal is acted on only when the key has a fingerprint (something was submitted from
+it and its removal is not handled yet: a second event for one deletion does nothing) and the file is still
+absent when the worker gets to it (deleted and written again at once is an overwrite, not a removal).
+
 This module knows no file system and no bucket, so that the S3 inbox does not depend on the local one.
 """
 
@@ -28,6 +35,9 @@ import structlog
 from watcher.settings import WatcherSettings
 from stacdrop.messages import Refusal, Source
 from stacdrop.sidecar import SidecarDocument, sidecar_document, too_large
+from dataclasses import dataclass
+
+from watcher.naming import classify, collection_of
 from watcher.pairing import Action, EmitRaster
 
 log = structlog.get_logger("stacdrop.watcher")
@@ -50,6 +60,10 @@ class Intake(Protocol):
 
     def remember_fingerprint(self, key: str, fingerprint: str) -> None: ...
 
+    def forget_fingerprint(self, key: str) -> None: ...
+
+    def submit_removal(self, *, url: str, key: str, collection: str, origin: str) -> str | None: ...
+
 
 class ListingIntake(Intake, Protocol):
     """The intake of an inbox that reconciles a listing with the fingerprints it remembers (S3)."""
@@ -61,9 +75,40 @@ class Stopped(Exception):
     """Stop was asked while a submission waited or read: the worker ends without finishing it."""
 
 
-def primary(action: Action) -> str:
-    """The file an action is about: the raster of a pair, or the collection file."""
+@dataclass(frozen=True)
+class Removed:
+    """A file (raster, sidecar or collection file; key relative to the inbox) no longer in the inbox."""
+
+    rel: str
+
+
+def primary(action: Action | Removed) -> str:
+    """The file an action is about: the raster of a pair, or the collection file (or the removed file)."""
     return action.raster if isinstance(action, EmitRaster) else action.rel
+
+
+def remove(removed: Removed, *, intake: Intake, settings: WatcherSettings, fingerprint_key: str, url: str,
+           exists: Callable[[], bool], logger: Any = log) -> None:
+    """Handle one removed file, as the module docstring says (``fingerprint_key``: the key the inbox
+    remembers its fingerprint under; ``url``: its source url, the same as its jobs'; ``exists``: whether it
+    is there again)."""
+    rel = removed.rel
+    if intake.fingerprint(fingerprint_key) is None:
+        logger.debug("removed file has no fingerprint; nothing to do", file=rel)
+        return
+    if exists():
+        logger.info("removed file is there again; not a removal", file=rel)
+        return
+    collection = collection_of(rel) or ""
+    if classify(rel) == "raster":
+        if settings.collections.get(collection).on_delete == "unpublish":
+            job = intake.submit_removal(url=url, key=rel, collection=collection, origin=ORIGIN)
+            logger.info("raster removed from the inbox; unpublishing it", file=rel, collection=collection,
+                        job_id=job)
+        else:
+            logger.info("raster removed from the inbox; its item is kept (on_delete = keep)", file=rel,
+                        collection=collection)
+    intake.forget_fingerprint(fingerprint_key)
 
 
 def keys_of(action: Action) -> list[str]:

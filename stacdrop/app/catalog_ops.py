@@ -11,7 +11,9 @@ with the same ledger trail. The rules:
 - an unpublish deletes the item from the sink and, when asked, the COGs the item's published jobs
   recorded; those jobs become ``unpublished`` (so dropping the same file again is new work, see
   ``Ledger.create_job``), and the unpublish job ends ``unpublished`` too. A failure of the sink or the
-  store fails the unpublish job and leaves the published jobs as they are.
+  store fails the unpublish job and leaves the published jobs as they are. The deleting and the marking are
+  the publisher's (``publisher.delete_items_and_cogs``, ``publisher.mark_unpublished``), shared with the
+  unpublishing of a source removed from the inbox.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from publisher import publish_collection
+from publisher import delete_items_and_cogs, mark_unpublished, publish_collection
 from stacdrop.app.components import open_sink, open_store
 from stacdrop.config import Settings
 from stacdrop.errors import ErrorClass, PermanentError, StacdropError
@@ -116,28 +118,13 @@ def unpublish_item(settings: Settings, ledger: Ledger, collection_id: str, item_
     published = ledger.list_jobs(collection=collection_id, item_id=item_id, state=JobState.PUBLISHED, limit=1000)
     try:
         with open_sink(settings, ledger) as sink:
-            deleted = sink.delete_item(collection_id, item_id)
+            notes = delete_items_and_cogs(sink, [(collection_id, item_id)], [j.cog_key for j in published],
+                                          open_store(settings).delete if delete_cog else None)
     except StacdropError as exc:
         failed(exc)
         raise
-    notes = [f"item {collection_id}/{item_id} {'deleted' if deleted else 'was not in the catalog'}"]
-    if delete_cog:
-        keys = [j.cog_key for j in published if j.cog_key]
-        if not keys:
-            notes.append("no COG deleted: no published job of this item records a store key")
-        else:
-            store = open_store(settings)
-            try:
-                for key in dict.fromkeys(keys):
-                    store.delete(key)
-                    notes.append(f"COG {key} deleted")
-            except StacdropError as exc:
-                failed(exc)
-                raise
     message = "; ".join(notes)
-    for old in published:
-        ledger.record(old.id, stage=Stage.PUBLISH, step="unpublished", status=EventStatus.UNPUBLISHED,
-                      state=JobState.UNPUBLISHED, message=f"{message} (job {job.id})")
+    mark_unpublished(ledger, published, message, job.id)
     ledger.record(job.id, stage=Stage.PUBLISH, step="finished", status=EventStatus.SUCCEEDED,
                   state=JobState.UNPUBLISHED, item_id=item_id, message=message)
     return Unpublished(message=message, job_id=job.id, unpublished_jobs=[j.id for j in published])

@@ -74,12 +74,17 @@ class Daemon:
 
     def _publish(self) -> None:
         sink = components.open_sink(self.settings, self.ledger)
+        # The publisher deletes the COGs of sources removed from the inbox (on_delete = "unpublish") after
+        # their items: it gets the store's delete, not the store (see publisher/handler.py).
+        delete_cog = components.open_store(self.settings).delete
+        collections = self.settings.collection_settings
         StageRunner(
-            "publish", make_publish_handler(self.settings.collection_settings, sink, self.ledger),
+            "publish", make_publish_handler(collections, sink, self.ledger, delete_cog),
             bus=self.bus, ledger=self.ledger, policy=self.policy,
-            batch_handler=make_publish_batch_handler(self.settings.collection_settings, sink, self.ledger),
+            batch_handler=make_publish_batch_handler(collections, sink, self.ledger, delete_cog),
             batch_size=self.settings.stac_api.batch_size, batch_window=self.settings.stac_api.publish_batch_window,
-            probes={"stac_api": lambda: check_stac(self.settings.stac)},
+            probes={"stac_api": lambda: check_stac(self.settings.stac),
+                    "store": lambda: check_store(self.settings.store, self.settings.s3)},
         ).run(self.stop)
 
     def _supervise(self, name: str, target: Callable[[], None]) -> None:

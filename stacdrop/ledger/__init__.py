@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from stacdrop.ledger import fingerprints as _fingerprints
 from stacdrop.ledger import jobs as _jobs
 from stacdrop.ledger import locks as _locks
-from stacdrop.ledger.jobs import Event, Job, PendingEvent, Record
+from stacdrop.ledger.jobs import REMOVAL_KIND, Event, Job, PendingEvent, Record
 from stacdrop.ledger.reports import Reports
 from stacdrop.ledger.schema import create_schema, normalise_db_url, open_engine
 from stacdrop.ledger.states import (
@@ -39,7 +39,7 @@ from stacdrop.redact import redact_text
 
 __all__ = [
     "FINAL_STATES", "STAGES", "TRANSITIONS", "UNFINISHED_STATES", "Event", "EventStatus", "Job", "JobState",
-    "Ledger", "PendingEvent", "Record", "Reports", "Stage", "TransitionRefused", "normalise_db_url",
+    "Ledger", "PendingEvent", "REMOVAL_KIND", "Record", "Reports", "Stage", "TransitionRefused", "normalise_db_url",
 ]
 
 
@@ -158,6 +158,15 @@ class Ledger:
         """``newer_published`` for many jobs with one query per 500 sources: {job id: newer job id}."""
         return _jobs.newer_published_many(self.engine, batch)
 
+    def jobs_of_source(self, source: str) -> list[Job]:
+        """Every job of one source (its url or path), oldest first: its versions and its removals."""
+        return _jobs.jobs_of_source(self.engine, source)
+
+    def removed_after_many(self, batch: list[Job]) -> dict[str, str]:
+        """{job id: id of a removal job of the same source created after it}, for the jobs of ``batch``
+        whose source was removed from the inbox since (one query per 500 sources)."""
+        return _jobs.removed_after_many(self.engine, batch)
+
     @contextmanager
     def reports(self) -> Iterator[Reports]:
         """The aggregates of the metrics and the status page, over one connection."""
@@ -183,6 +192,9 @@ class Ledger:
 
     def remember_fingerprint(self, key: str, fingerprint: str) -> None:
         _fingerprints.remember_fingerprint(self.engine, key, fingerprint)
+
+    def forget_fingerprint(self, key: str) -> None:
+        _fingerprints.forget_fingerprint(self.engine, key)
 
     def iter_fingerprints(self, prefix: str = "", batch: int = 5000) -> Iterator[tuple[str, str]]:
         """``(key, fingerprint)`` in binary key order, streamed in batches (bounded memory)."""

@@ -45,3 +45,9 @@ def iter_fingerprints(engine: Engine, prefix: str, batch: int) -> Iterator[tuple
             return
         yield from ((r[0], r[1]) for r in rows)
         last = rows[-1][0]
+
+
+def forget_fingerprint(engine: Engine, key: str) -> None:
+    """The source at ``key`` was removed: a file that comes back there is read and submitted again."""
+    with engine.begin() as conn:
+        conn.execute(fingerprints.delete().where(fingerprints.c.key == key))

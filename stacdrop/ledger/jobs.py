@@ -292,6 +292,34 @@ def newer_published_many(engine: Engine, batch: list[Job]) -> dict[str, str]:
     return newer
 
 
+REMOVAL_KIND = "removal"  # the job of a source removed from the inbox (stacdrop.intake.Intake.submit_removal)
+
+
+def jobs_of_source(engine: Engine, source: str) -> list[Job]:
+    """``Ledger.jobs_of_source``."""
+    query = sa.select(jobs).where(jobs.c.source == source).order_by(jobs.c.created_at, jobs.c.id)
+    with engine.connect() as conn:
+        return [job_from_row(r) for r in conn.execute(query)]
+
+
+def removed_after_many(engine: Engine, batch: list[Job]) -> dict[str, str]:
+    """``Ledger.removed_after_many``."""
+    by_source: dict[str, list[Job]] = {}
+    for job in batch:
+        by_source.setdefault(job.source, []).append(job)
+    sources = list(by_source)
+    removed: dict[str, str] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(sources), 500):
+            query = sa.select(jobs.c.id, jobs.c.source, jobs.c.created_at).where(
+                jobs.c.source.in_(sources[i:i + 500]), jobs.c.kind == REMOVAL_KIND)
+            for row in conn.execute(query):
+                for job in by_source[row.source]:
+                    if aware(row.created_at) > job.created_at:  # type: ignore[operator]
+                        removed[job.id] = row.id
+    return removed
+
+
 def job_values(rec: Record, now: datetime) -> dict[str, Any]:
     """The job columns a record sets (plain values, enums as their strings; the guard is in the statement)."""
     unknown = set(rec.fields) - JOB_UPDATABLE

@@ -15,7 +15,9 @@ is what the code does, including its races, since several writers may touch one 
 - a failure the ledger missed (the ledger was down when ``_record_failure`` ran) leaves a dead-lettered job
   "processing", "publishing" or "retrying": a replay moves it to "queued" from there;
 - a job made by a command run by hand (``stacdrop collection push``, ``stacdrop unpublish``) goes from
-  "new" straight to its outcome.
+  "new" straight to its outcome;
+- a removal job (a source removed from the inbox, ``on_delete = "unpublish"``) is a publish-stage job
+  whose outcome is "unpublished": it ends so from wherever the publish stage's other outcomes may.
 
 What stays refused is what no code path does: leaving a final state ("published" only to "unpublished"),
 going back to "new", and a stage's outcome without its start ("new" -> "retrying", "processing" ->
@@ -76,17 +78,18 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.NEW: frozenset({_S.QUEUED, _S.PROCESSING, _S.PUBLISHING, _S.PUBLISHED, _S.FAILED, _S.UNPUBLISHED}),
     # queued again (a second submission of a job still "new", a replay); started; a replay's race
     _S.QUEUED: frozenset({_S.QUEUED, _S.PROCESSING, _S.PUBLISHING, _S.RETRYING, _S.FAILED, _S.PUBLISHED,
-                          _S.SKIPPED}),
+                          _S.SKIPPED, _S.UNPUBLISHED}),
     # a redelivery or an uncounted wait; processed; retry; failed; replay of a failure the ledger missed
     _S.PROCESSING: frozenset({_S.QUEUED, _S.PROCESSING, _S.PUBLISHING, _S.RETRYING, _S.FAILED}),
     # the publish stage starts (or waits) over the process stage's outcome; its outcomes
-    _S.PUBLISHING: frozenset({_S.QUEUED, _S.PUBLISHING, _S.RETRYING, _S.FAILED, _S.PUBLISHED, _S.SKIPPED}),
+    _S.PUBLISHING: frozenset({_S.QUEUED, _S.PUBLISHING, _S.RETRYING, _S.FAILED, _S.PUBLISHED, _S.SKIPPED,
+                              _S.UNPUBLISHED}),
     # the next attempt; a second attempt beside it finishing
     _S.RETRYING: frozenset({_S.QUEUED, _S.PROCESSING, _S.PUBLISHING, _S.RETRYING, _S.FAILED, _S.PUBLISHED,
-                            _S.SKIPPED}),
+                            _S.SKIPPED, _S.UNPUBLISHED}),
     # replayed; a redelivery (dead-lettering failed after the failure was recorded); a second attempt
     _S.FAILED: frozenset({_S.QUEUED, _S.PROCESSING, _S.PUBLISHING, _S.RETRYING, _S.FAILED, _S.PUBLISHED,
-                          _S.SKIPPED}),
+                          _S.SKIPPED, _S.UNPUBLISHED}),
     # a second attempt publishing the same item again; the item deleted from the catalog
     _S.PUBLISHED: frozenset({_S.PUBLISHED, _S.UNPUBLISHED}),
     _S.SKIPPED: frozenset({_S.SKIPPED}),

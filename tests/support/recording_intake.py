@@ -17,6 +17,7 @@ class RecordingIntake:
 
     rasters: list[dict[str, Any]] = field(default_factory=list)
     collections: list[dict[str, Any]] = field(default_factory=list)
+    removals: list[dict[str, Any]] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
     fail_keys: set[str] = field(default_factory=set)
     seen: set[tuple[Any, ...]] = field(default_factory=set)
@@ -51,6 +52,15 @@ class RecordingIntake:
     def remember_fingerprint(self, key: str, fingerprint: str) -> None:
         with self.lock:
             self.fingerprints[key] = fingerprint
+
+    def forget_fingerprint(self, key: str) -> None:
+        with self.lock:
+            self.fingerprints.pop(key, None)
+
+    def submit_removal(self, *, url: str, key: str, collection: str, origin: str) -> str | None:
+        with self.lock:
+            self.removals.append(dict(url=url, key=key, collection=collection, origin=origin))
+            return f"removal-{len(self.removals)}"
 
     def keys(self) -> list[str]:
         with self.lock:
