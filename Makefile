@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/stacdrop run
 
-# Installs and starts what the tests talk to (RabbitMQ, PostgreSQL), runs the linters, then the whole suite.
+# Installs and starts what the tests talk to (RabbitMQ, PostgreSQL, Ceph RGW), runs the linters, then the whole suite.
 test: install services lint
 	STACDROP_REQUIRE_SERVICES=1 $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

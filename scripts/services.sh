@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install (when missing) and start the services the test suite talks to. Idempotent; needs root for
-# installs. Every service is started the way the machine's own boot does, without Docker.
+# Install (when missing) and start the services the test suite talks to (PostgreSQL, RabbitMQ, Ceph RGW).
+# Idempotent; needs root for installs. Every service is started the way the machine's own boot does, without Docker.
 set -euo pipefail
 
 need_apt=()
@@ -69,4 +69,10 @@ if ! port_open 15672; then
   rabbitmq-plugins enable rabbitmq_management >/dev/null
 fi
 wait_port "RabbitMQ management" 15672 60
-echo "services: PostgreSQL (with PostGIS) and RabbitMQ (with management) are up"
+
+# Ceph RGW (issue 13): the S3 server behind Arbutus, with the bucket notifications moto lacks; one mon, one
+# memstore OSD and one radosgw on 127.0.0.1:7480 (scripts/ceph-rgw.sh installs the packages when missing).
+rgw_t0="$(date +%s.%N)"
+bash "$(dirname "$0")/ceph-rgw.sh" start
+echo "services: Ceph RGW up on 127.0.0.1:${STACDROP_RGW_PORT:-7480} after $(awk -v a="$rgw_t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+echo "services: PostgreSQL (with PostGIS), RabbitMQ (with management) and Ceph RGW are up"

@@ -18,6 +18,7 @@ from stacdrop.ledger import Ledger
 from tests.support.daemon import base_env
 from tests.support.http_server import FileServer
 from tests.support.rasters import write_geotiff
+from tests.support.rgw import RgwEndpoint, ensure_rgw
 from tests.support.services import (
     MotoServer,
     ServiceUnavailable,
@@ -95,6 +96,17 @@ def moto_server() -> Iterator[MotoServer]:
 def moto_url(moto_server: MotoServer) -> str:
     """Endpoint URL (``http://127.0.0.1:PORT``) of the session's moto server, for ``AWS_ENDPOINT_URL``."""
     return moto_server.url
+
+
+@pytest.fixture(scope="session")
+def rgw() -> RgwEndpoint:
+    """The local Ceph RGW (scripts/ceph-rgw.sh; started if it is down, skip if Ceph is not installed): its
+    ``url`` and the test user's ``access_key``/``secret_key``, region "default". Shared by every test and
+    by other sessions on the machine: unique bucket and topic names (tests/support/rgw.py unique_name)."""
+    try:
+        return ensure_rgw()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
