@@ -24,10 +24,11 @@ tokens waiting on it, the fingerprints last submitted), touched by the main loop
   through the intake, remembers the fingerprints. A failed submission is retried with backoff until it
   goes through.
 
-* **removals** (here, through the worker): an object deleted (an ``ObjectRemoved`` event whose HEAD finds
-  nothing) or no longer listed (the reconciler) becomes a ``watcher.submission.Removed`` for the worker,
-  after the work found before it: its fingerprint is forgotten (so the reconciler stops reporting it gone)
-  and, for a raster with ``on_delete = "unpublish"``, its item unpublished (``watcher.submission.remove``).
+* **removals** (here, through the worker): an object deleted (an ``ObjectRemoved`` event whose HEAD of its
+  most likely key finds nothing: on Ceph the raw key, whatever its decoded neighbour) or no longer listed
+  (the reconciler) becomes a ``watcher.submission.Removed`` for the worker, after the work found before it:
+  its fingerprint is forgotten (so the reconciler stops reporting it gone) and, for a raster with
+  ``on_delete = "unpublish"``, its item unpublished (``watcher.submission.remove``).
   The worker HEADs it first: an object that is there again was overwritten, not removed.
 
 An event message is acked only once each of its records is settled: submitted (durably: job in the

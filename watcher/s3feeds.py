@@ -286,13 +286,16 @@ class EventFeeds:
                 token.settle()
                 return
             self._orders.put(keys[0], (event.store, order))
-        found = [obj for obj in (bucket.head(k) for k in keys) if obj is not None]
+        heads = [(k, bucket.head(k)) for k in keys]
+        found = [obj for _k, obj in heads if obj is not None]
         if event.kind == "removed":
-            if found:
-                log.info("s3 deletion event is stale: the object exists", key=found[0].rel)
+            # The most likely key decides: on Ceph the raw "a+b.tif" is gone even while its decoded
+            # neighbour "a b.tif" exists, which is another object, neither stale evidence nor gone.
+            if heads[0][1] is not None:
+                log.info("s3 deletion event is stale: the object exists", key=heads[0][1].rel)
                 token.settle()
             else:
-                for k in keys:
+                for k in [k for k, obj in heads[1:] if obj is None]:
                     self.post(Gone(k[len(bucket.prefix):]))
                 self.post(Gone(keys[0][len(bucket.prefix):], token))
             return

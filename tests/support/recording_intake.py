@@ -1,9 +1,10 @@
-"""A recorder in place of the intake for the local inbox tests: the watcher's part ends at the intake
+"""A recorder in place of the intake for the inbox tests (local and S3): the watcher's part ends at the intake
 call, so these tests check which calls it made, with what, and how often (and they can make one fail)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,12 @@ class RecordingIntake:
     def forget_fingerprint(self, key: str) -> None:
         with self.lock:
             self.fingerprints.pop(key, None)
+
+    def iter_fingerprints(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """The remembered fingerprints under ``prefix`` in key order (what the S3 inbox's reconciler reads)."""
+        with self.lock:
+            items = sorted((k, v) for k, v in self.fingerprints.items() if k.startswith(prefix))
+        yield from items
 
     def submit_removal(self, *, url: str, key: str, collection: str, origin: str) -> str | None:
         with self.lock:
