@@ -10,6 +10,8 @@
     so the server's memory stays flat; prints the best and median MB/s of each and the ratio ours/boto3
     of the best runs (these machines are shared and noisy: the best of N is the least disturbed run).
 moto is a Python server on the same 2 cores: the numbers compare client overheads, not a network.
+The loopback Ceph of scripts/ keeps objects in a 2 GiB memstore: a 550 MB object per client plus RGW's
+copies fill it (the OSD goes full and RGW requests hang); use ``--size 6000`` (~75 MB) there.
 """
 
 from __future__ import annotations
