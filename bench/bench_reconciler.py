@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -106,6 +107,11 @@ def measure(fn, *args) -> tuple[float, float, tuple[int, int]]:
     return seconds, peak / 2**20, result
 
 
+def peak_rss_mib() -> float:
+    """The process's peak resident set so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
@@ -123,13 +129,17 @@ def main() -> None:
         seed(ledger, args.keys, new)
         print(f"seeded {args.keys - len(new):,} fingerprints in {time.perf_counter() - started:.1f} s; listing "
               f"{args.keys - len(gone):,} keys: {len(changed):,} changed, {len(new):,} new, {len(gone):,} deleted")
+        seeded_rss = peak_rss_mib()
         s_time, s_mem, s_res = measure(streamed, ledger, args.keys, changed, gone)
+        streamed_rss = peak_rss_mib()  # before the naive baseline (which holds both sides) runs
         d_time, d_mem, d_res = measure(diff_only, ledger, args.keys, changed, gone)
         n_time, n_mem, n_res = measure(naive, ledger, args.keys, changed, gone)
         ledger.close()
     expected = len(changed - gone) + len(new - gone)
     print(f"merge-join (streamed):  {s_time:6.2f} s  peak {s_mem:8.1f} MiB  "
           f"reported {s_res[0]:,}  deleted {s_res[1]:,}")
+    print(f"peak RSS: {seeded_rss:.0f} MiB after seeding, {streamed_rss:.0f} MiB after the streamed runs "
+          f"(the naive baseline runs last)")
     print(f"merge-join, no grouping: {d_time:5.2f} s  peak {d_mem:8.1f} MiB  "
           f"reported {d_res[0]:,}  deleted {d_res[1]:,}")
     print(f"naive (two dicts):      {n_time:6.2f} s  peak {n_mem:8.1f} MiB  "

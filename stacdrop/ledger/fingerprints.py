@@ -31,19 +31,28 @@ def remember_fingerprint(engine: Engine, key: str, value: str) -> None:
 
 
 def iter_fingerprints(engine: Engine, prefix: str, batch: int) -> Iterator[tuple[str, str]]:
-    """``(key, fingerprint)`` in binary key order, streamed in batches (bounded memory)."""
+    """``(key, fingerprint)`` in binary key order, streamed in batches (bounded memory).
+
+    Keyset pages on the primary key's index with one lower bound each: ``key >= prefix`` for the first,
+    ``key > last`` after (SQLite uses only one of two lower bounds for the index range and would filter
+    the other, rescanning every earlier row of the prefix per page). One short connection checkout per
+    page, so a long bucket listing between pages pins no connection; rows come from the DBAPI cursor as
+    plain tuples (a million SQLAlchemy ``Row`` objects cost more than the query)."""
+    key = fingerprints.c.key
+    query = sa.select(key, fingerprints.c.fingerprint)
+    if prefix:
+        query = query.where(key < prefix + "\U0010ffff")
+    first = query.where(key >= prefix) if prefix else query
+    first = first.order_by(key).limit(batch)
+    after = query.where(key > sa.bindparam("last")).order_by(key).limit(batch)
     last = None
     while True:
-        query = sa.select(fingerprints.c.key, fingerprints.c.fingerprint)
-        if prefix:
-            query = query.where(fingerprints.c.key >= prefix, fingerprints.c.key < prefix + "\U0010ffff")
-        if last is not None:
-            query = query.where(fingerprints.c.key > last)
         with engine.connect() as conn:
-            rows = conn.execute(query.order_by(fingerprints.c.key).limit(batch)).fetchall()
+            result = conn.execute(first) if last is None else conn.execute(after, {"last": last})
+            rows = result.cursor.fetchall()
         if not rows:
             return
-        yield from ((r[0], r[1]) for r in rows)
+        yield from rows
         last = rows[-1][0]
 
 
