@@ -202,6 +202,14 @@ def _sqs(settings: Settings, client: Any) -> Any:
                         **s3_credentials(settings.s3))
 
 
+def _others(client: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
+    """The bucket's notification configuration without stacdrop's entry: AWS replaces the whole
+    configuration on every write, so what others configured is written back with ours."""
+    current = client.get_bucket_notification_configuration(Bucket=bucket)
+    return {k: [c for c in v if c.get("Id") != NOTIFICATION_ID] for k, v in current.items()
+            if k in ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")}
+
+
 def _aws_setup(settings: Settings, client: Any, bucket: str, prefix: str) -> Wiring:
     sqs = _sqs(settings, client)
     name = (settings.s3.events_sqs or "").rstrip("/").rsplit("/", 1)[-1] or f"stacdrop-{bucket}"
@@ -215,9 +223,7 @@ def _aws_setup(settings: Settings, client: Any, bucket: str, prefix: str) -> Wir
     config: dict[str, Any] = {"Id": NOTIFICATION_ID, "QueueArn": arn, "Events": EVENTS}
     if prefix:
         config["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
-    current = client.get_bucket_notification_configuration(Bucket=bucket)
-    kept = {k: [c for c in v if c.get("Id") != NOTIFICATION_ID] for k, v in current.items()
-            if k in ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")}
+    kept = _others(client, bucket)
     kept["QueueConfigurations"] = [*kept.get("QueueConfigurations", []), config]
     client.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=kept)
     wiring = _aws_show(settings, client, bucket, prefix)
@@ -238,9 +244,7 @@ def _aws_show(_settings: Settings, client: Any, bucket: str, prefix: str) -> Wir
 
 def _aws_remove(settings: Settings, client: Any, bucket: str, prefix: str) -> Wiring:
     wiring = _aws_show(settings, client, bucket, prefix)
-    current = client.get_bucket_notification_configuration(Bucket=bucket)
-    kept = {k: [c for c in v if c.get("Id") != NOTIFICATION_ID] for k, v in current.items()
-            if k in ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")}
+    kept = _others(client, bucket)
     client.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
         k: v for k, v in kept.items() if v})
     return wiring  # the queue is left: it may hold events not yet read, and other buckets may use it

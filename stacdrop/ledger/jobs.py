@@ -276,20 +276,26 @@ def count_by_state(engine: Engine) -> dict[str, int]:
 
 def newer_published_many(engine: Engine, batch: list[Job]) -> dict[str, str]:
     """``Ledger.newer_published_many``."""
+    return _later_of_same_source(engine, batch, jobs.c.state == JobState.PUBLISHED.value)
+
+
+def _later_of_same_source(engine: Engine, batch: list[Job], condition: Any) -> dict[str, str]:
+    """For each job of ``batch``: the id of a job of the same source, matching ``condition``, created
+    after it (one query per 500 sources)."""
     by_source: dict[str, list[Job]] = {}
     for job in batch:
         by_source.setdefault(job.source, []).append(job)
     sources = list(by_source)
-    newer: dict[str, str] = {}
+    later: dict[str, str] = {}
     with engine.connect() as conn:
         for i in range(0, len(sources), 500):
             query = sa.select(jobs.c.id, jobs.c.source, jobs.c.created_at).where(
-                jobs.c.source.in_(sources[i:i + 500]), jobs.c.state == JobState.PUBLISHED.value)
+                jobs.c.source.in_(sources[i:i + 500]), condition)
             for row in conn.execute(query):
                 for job in by_source[row.source]:
                     if row.id != job.id and aware(row.created_at) > job.created_at:  # type: ignore[operator]
-                        newer[job.id] = row.id
-    return newer
+                        later[job.id] = row.id
+    return later
 
 
 REMOVAL_KIND = "removal"  # the job of a source removed from the inbox (stacdrop.intake.Intake.submit_removal)
@@ -304,20 +310,7 @@ def jobs_of_source(engine: Engine, source: str) -> list[Job]:
 
 def removed_after_many(engine: Engine, batch: list[Job]) -> dict[str, str]:
     """``Ledger.removed_after_many``."""
-    by_source: dict[str, list[Job]] = {}
-    for job in batch:
-        by_source.setdefault(job.source, []).append(job)
-    sources = list(by_source)
-    removed: dict[str, str] = {}
-    with engine.connect() as conn:
-        for i in range(0, len(sources), 500):
-            query = sa.select(jobs.c.id, jobs.c.source, jobs.c.created_at).where(
-                jobs.c.source.in_(sources[i:i + 500]), jobs.c.kind == REMOVAL_KIND)
-            for row in conn.execute(query):
-                for job in by_source[row.source]:
-                    if aware(row.created_at) > job.created_at:  # type: ignore[operator]
-                        removed[job.id] = row.id
-    return removed
+    return _later_of_same_source(engine, batch, jobs.c.kind == REMOVAL_KIND)
 
 
 def job_values(rec: Record, now: datetime) -> dict[str, Any]:
